@@ -1,0 +1,54 @@
+# One Makefile: install, lint, typecheck, test, run, bench.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install lock lint typecheck test test-fast run bench soak train-shipped clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+# Pinned from the lockfile; torch/torchvision install from this machine's local wheels.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
+		echo "note: llama-cpp-python (for the LLM tests) is built from source by 'make install-llm' (~13 min once)"
+
+# The OpenAI-compatible llama.cpp server the explainer tests talk to (built from source,
+# cached by pip afterwards).
+install-llm: $(BIN)/python
+	$(BIN)/pip install --quiet "llama-cpp-python[server]==0.3.36"
+
+lock: $(BIN)/python
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+
+lint:
+	$(BIN)/ruff check common services tests scripts
+	$(BIN)/ruff format --check common services tests scripts
+
+typecheck:
+	$(BIN)/mypy common services
+
+test:
+	$(BIN)/pytest
+
+test-fast:
+	$(BIN)/pytest tests/unit -x -q
+
+run: install
+	$(BIN)/aigi run
+
+bench:
+	$(BIN)/aigi bench gradcam
+
+train-shipped:
+	$(BIN)/aigi prepare ../shared/data/cifake-train.tar.gz data/cifake
+	$(BIN)/aigi train data/cifake --out common/detector/weights/compact-cifake-v1 \
+		--widths 32,64,128 --blocks 2,2,2 --crop pad --epochs 30 --batch-size 128 \
+		--lr 2e-3 --schedule cosine --precision bf16 --patience 8 --model-id compact-cifake-v1
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Postgres models, sessions and Alembic migrations (the source of truth)."""

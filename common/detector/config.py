@@ -1,0 +1,168 @@
+"""The checkpoint configuration: everything needed to rebuild and use a detector.
+
+A checkpoint is one folder holding ``config.json`` (this model) and
+``model.safetensors``. The config is validated on load, so a missing or inconsistent
+file fails with a message that says what to fix instead of a shape error deep in torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FORMAT_VERSION = 1
+#: The detector committed to the repository: the default of every command and service.
+SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "compact-cifake-v1"
+LABELS = ("REAL", "FAKE")
+TIER_NAMES = ("mostly real", "probably real", "probably fake", "mostly fake")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CompactBackboneConfig(_Strict):
+    """A small residual CNN trained from scratch (the offline default)."""
+
+    kind: Literal["compact"] = "compact"
+    widths: tuple[int, ...] = (32, 64, 128)
+    blocks: tuple[int, ...] = (2, 2, 2)
+    stem_stride: int = 1
+
+    @model_validator(mode="after")
+    def _same_length(self) -> CompactBackboneConfig:
+        if len(self.widths) != len(self.blocks) or not self.widths:
+            raise ValueError("compact backbone: 'widths' and 'blocks' need the same length")
+        if any(w <= 0 for w in self.widths) or any(b <= 0 for b in self.blocks):
+            raise ValueError("compact backbone: widths and blocks must be positive")
+        return self
+
+
+class ClipBackboneConfig(_Strict):
+    """A transformers ``CLIPVisionModel``.
+
+    ``pretrained`` is a Hugging Face id (pin ``revision``) or a local folder. When the
+    checkpoint stores the backbone's weights itself (``weights_in_checkpoint``), the
+    architecture comes from ``vision_config`` and nothing is downloaded.
+    """
+
+    kind: Literal["clip-vit"] = "clip-vit"
+    pretrained: str | None = None
+    revision: str | None = None
+    vision_config: dict[str, Any] | None = None
+    weights_in_checkpoint: bool = True
+    frozen: bool = False
+
+    @model_validator(mode="after")
+    def _has_source(self) -> ClipBackboneConfig:
+        if self.weights_in_checkpoint and self.vision_config is None:
+            raise ValueError("clip-vit backbone stored in the checkpoint needs 'vision_config'")
+        if not self.weights_in_checkpoint and not self.pretrained:
+            raise ValueError(
+                "clip-vit backbone not stored in the checkpoint needs 'pretrained' "
+                "(a Hugging Face id with 'revision', or a local folder)"
+            )
+        return self
+
+
+BackboneConfig = CompactBackboneConfig | ClipBackboneConfig
+
+
+class HeadConfig(_Strict):
+    """``linear``: z = Wx + b. ``mlp``: the report's "sequential layer" ablation."""
+
+    kind: Literal["linear", "mlp"] = "linear"
+    hidden: int = 256
+    dropout: float = 0.1
+
+
+class Preprocessing(_Strict):
+    input_size: int = 32
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: Literal["resize", "center-crop"] = "resize"
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 8:
+            raise ValueError("input_size must be at least 8 pixels")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("std values must be positive")
+        return value
+
+
+class Calibration(_Strict):
+    """Temperature scaling: p(FAKE) = softmax(logits / temperature)[1]."""
+
+    temperature: float = 1.0
+    tier_thresholds: tuple[float, float, float] = (0.2, 0.5, 0.8)
+    decision_threshold: float = 0.5
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Calibration:
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+        t = self.tier_thresholds
+        if not (0.0 < t[0] < t[1] < t[2] < 1.0):
+            raise ValueError("tier_thresholds must rise strictly inside (0, 1)")
+        if not 0.0 < self.decision_threshold < 1.0:
+            raise ValueError("decision_threshold must lie inside (0, 1)")
+        return self
+
+
+class Quantization(_Strict):
+    scheme: Literal["dynamic-int8"] = "dynamic-int8"
+    modules: tuple[str, ...] = ("Linear",)
+
+
+class DetectorConfig(_Strict):
+    format_version: int = FORMAT_VERSION
+    model_id: str
+    labels: tuple[str, str] = LABELS
+    backbone: CompactBackboneConfig | ClipBackboneConfig = Field(discriminator="kind")
+    head: HeadConfig = HeadConfig()
+    preprocessing: Preprocessing = Preprocessing()
+    calibration: Calibration = Calibration()
+    quantization: Quantization | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorConfig:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is not supported (expected "
+                f"{FORMAT_VERSION}); re-export the checkpoint with this version of aigi"
+            )
+        if tuple(self.labels) != LABELS:
+            raise ValueError(f"labels must be {list(LABELS)} (REAL=0, FAKE=1), got {self.labels}")
+        return self
+
+
+def tier_for(probability: float, thresholds: tuple[float, float, float]) -> str:
+    """Map a calibrated probability of FAKE to one of the four tiers."""
+    for name, upper in zip(TIER_NAMES, thresholds, strict=False):
+        if probability < upper:
+            return name
+    return TIER_NAMES[-1]
+
+
+def model_id_of(folder: Path | None) -> str:
+    """The model id in a checkpoint's config.json, read without importing torch."""
+    path = Path(folder or SHIPPED_MODEL) / "config.json"
+    try:
+        return str(json.loads(path.read_text())["model_id"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read model_id from {path}: {exc}") from exc

@@ -1,0 +1,88 @@
+"""The inference engine the workers and the command line share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from common.detector.checkpoint import default_checkpoint, load_checkpoint
+from common.detector.config import LABELS, DetectorConfig, tier_for
+from common.detector.model import Detector
+from common.detector.preprocess import batch_from_images
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: int
+    label_name: str
+    probability: float
+    tier: str
+    logits: tuple[float, float]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "label": self.label,
+            "label_name": self.label_name,
+            "probability": self.probability,
+            "tier": self.tier,
+        }
+
+
+def predictions_from_logits(logits: torch.Tensor, config: DetectorConfig) -> list[Prediction]:
+    cal = config.calibration
+    probs = torch.softmax(logits.float() / cal.temperature, dim=1)[:, 1]
+    out = []
+    for row, p in zip(logits.tolist(), probs.tolist(), strict=True):
+        label = int(p >= cal.decision_threshold)
+        out.append(
+            Prediction(label, LABELS[label], float(p), tier_for(p, cal.tier_thresholds), tuple(row))
+        )
+    return out
+
+
+class DetectorEngine:
+    """Loads a checkpoint once; classifies PIL images in batches under inference mode."""
+
+    def __init__(
+        self,
+        model: Detector,
+        device: str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.config = model.config
+        self.device = device
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(
+        cls, folder: Path | None = None, device: str = "cpu", batch_size: int = 32
+    ) -> DetectorEngine:
+        return cls(load_checkpoint(folder or default_checkpoint()), device, batch_size)
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_id
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(batch.to(self.device)).float().cpu()
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        results: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = batch_from_images(chunk, self.config.preprocessing)
+            results.extend(predictions_from_logits(self.logits(batch), self.config))
+        return results
+
+    def predict_one(self, image: Image.Image) -> tuple[Prediction, float]:
+        """One prediction and its wall time in milliseconds."""
+        start = time.perf_counter()
+        prediction = self.predict([image])[0]
+        return prediction, (time.perf_counter() - start) * 1000.0

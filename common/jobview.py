@@ -1,0 +1,158 @@
+"""The public representation of a job: the API response and the webhook payload."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from common.db.models import Job, JobStage, StageStatus
+from common.detector.config import LABELS
+from common.queues import STAGES
+
+
+class Verdict(BaseModel):
+    label: int = Field(description="0 = REAL, 1 = FAKE (AI-generated)")
+    label_name: Literal["REAL", "FAKE"]
+    probability: float = Field(description="calibrated probability that the image is AI-generated")
+    tier: Literal["mostly real", "probably real", "probably fake", "mostly fake"]
+    model_id: str
+
+
+class StageTiming(BaseModel):
+    status: str
+    queue: str | None = None
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+class Evidence(BaseModel):
+    status: str = Field(description="done, failed, not_computed or skipped")
+    rois: list[dict[str, Any]] = Field(default_factory=list)
+    image: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    heatmap_url: str | None = None
+    overlay_url: str | None = None
+    error: str | None = None
+
+
+class Explanation(BaseModel):
+    status: str
+    source: Literal["llm", "evidence"] | None = None
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    model: str | None = None
+    prompt_version: str | None = None
+    summary: str | None = None
+    error: str | None = None
+
+
+class ImageInfoOut(BaseModel):
+    sha256: str
+    width: int
+    height: int
+    format: str
+    size_bytes: int
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    status: Literal["queued", "classifying", "classified", "explaining", "done", "failed"]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    cached: bool = Field(default=False, description="result reused from an identical image")
+    source_url: str | None = None
+    image: ImageInfoOut
+    verdict: Verdict | None = None
+    evidence: Evidence | None = None
+    explanation: Explanation | None = None
+    stages: dict[str, StageTiming] = Field(default_factory=dict)
+    error: str | None = None
+    status_url: str
+
+
+def stage_timings(stages: list[JobStage]) -> dict[str, StageTiming]:
+    out: dict[str, StageTiming] = {}
+    for name in STAGES:
+        runs = [s for s in stages if s.stage == name]
+        if not runs:
+            continue
+        finished = [s for s in runs if s.status != StageStatus.RUNNING]
+        last = finished[-1] if finished else runs[-1]
+        out[name] = StageTiming(
+            status=last.status,
+            queue=last.queue,
+            worker=last.worker,
+            started_at=last.started_at,
+            finished_at=last.finished_at,
+            duration_ms=last.duration_ms,
+            attempts=len(runs),
+            error=last.error,
+        )
+    return out
+
+
+def job_view(job: Job, base_url: str) -> JobOut:
+    base = base_url.rstrip("/")
+    verdict = None
+    if job.label is not None and job.probability is not None and job.tier and job.model_id:
+        verdict = Verdict(
+            label=job.label,
+            label_name=LABELS[job.label],  # type: ignore[arg-type]
+            probability=job.probability,
+            tier=job.tier,  # type: ignore[arg-type]
+            model_id=job.model_id,
+        )
+    evidence = None
+    if job.gradcam_status:
+        doc = job.rois or {}
+        evidence = Evidence(
+            status=job.gradcam_status,
+            rois=doc.get("rois", []),
+            image=doc.get("image"),
+            metadata=doc.get("metadata"),
+            heatmap_url=f"{base}/v1/jobs/{job.id}/heatmap.png" if job.heatmap_key else None,
+            overlay_url=f"{base}/v1/jobs/{job.id}/overlay.png" if job.overlay_key else None,
+            error=doc.get("error"),
+        )
+    explanation = None
+    if job.explain_status:
+        doc = job.explanation or {}
+        explanation = Explanation(
+            status=job.explain_status,
+            source=job.explanation_source,  # type: ignore[arg-type]
+            artifacts=doc.get("artifacts", {}),
+            model=doc.get("model"),
+            prompt_version=doc.get("prompt_version"),
+            summary=doc.get("summary"),
+            error=doc.get("error"),
+        )
+    image = job.image
+    return JobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        cached=job.cached_from is not None,
+        source_url=job.source_url,
+        image=ImageInfoOut(
+            sha256=image.sha256,
+            width=image.width,
+            height=image.height,
+            format=image.format,
+            size_bytes=image.size_bytes,
+        ),
+        verdict=verdict,
+        evidence=evidence,
+        explanation=explanation,
+        stages=stage_timings(job.stages),
+        error=job.error,
+        status_url=f"{base}/v1/jobs/{job.id}",
+    )

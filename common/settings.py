@@ -1,0 +1,127 @@
+"""One typed settings class, read from ``AIGI_*`` environment variables (or ``.env``).
+
+Validated once at start: a bad value stops the process with a message naming the
+variable. Outside development mode, default secrets are refused.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me-in-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AIGI_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+
+    # Infrastructure
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    blob_store: Literal["local", "s3"] = "local"
+    blob_dir: Path = Path("var/blobs")
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_prefix: str = "aigi/"
+
+    # Detector
+    model_path: Path | None = Field(
+        default=None, description="checkpoint folder; default: the shipped detector"
+    )
+    model_device: str = "cpu"
+    model_batch_size: int = Field(default=16, ge=1, le=1024)
+    torch_threads: int = Field(default=1, ge=1, le=256)
+
+    # Gateway limits
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # Queues and reliability
+    task_time_limit_seconds: int = Field(default=300, ge=1)
+    visibility_timeout_seconds: int = Field(default=600, ge=10)
+    unacked_restore_interval_seconds: float = Field(default=5.0, gt=0)
+    stage_deadline_seconds: float = Field(default=120.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=15.0, gt=0)
+    max_reconcile_attempts: int = Field(default=5, ge=1)
+
+    # Grad-CAM and ROIs
+    roi_top_k: int = Field(default=5, ge=1, le=50)
+    roi_threshold: float = Field(default=0.5, gt=0, lt=1)
+
+    # Explainer (LLM)
+    llm_url: str | None = Field(
+        default=None, description="base URL of TGI / vLLM / llama.cpp; unset = evidence only"
+    )
+    llm_model: str = "mistralai/Mistral-7B-Instruct-v0.3"
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_max_tokens: int = Field(default=1024, ge=16)
+    llm_schema_style: Literal["auto", "tgi", "openai", "none"] = "auto"
+    llm_breaker_failures: int = Field(default=3, ge=1)
+    llm_breaker_reset_seconds: float = Field(default=60.0, gt=0)
+
+    # Webhooks
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    webhook_events: str = "verdict,done"
+
+    # Edge
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    url_fetch_allow_hosts: str = ""
+    url_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql", "postgres://")):
+            raise ValueError(
+                "AIGI_DATABASE_URL must be a PostgreSQL URL (postgresql+psycopg://...)"
+            )
+        if value.startswith("postgres://"):
+            value = "postgresql+psycopg://" + value[len("postgres://") :]
+        elif value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_outside_development(self) -> Settings:
+        if self.environment == "production" and (
+            self.secret_key.get_secret_value() == DEFAULT_SECRET
+            or len(self.secret_key.get_secret_value()) < 32
+        ):
+            raise ValueError(
+                "AIGI_SECRET_KEY is the default or shorter than 32 characters; set a random "
+                "secret (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("AIGI_BLOB_STORE=s3 needs AIGI_S3_BUCKET")
+        return self
+
+    @property
+    def allowed_fetch_hosts(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.url_fetch_allow_hosts.split(",") if h.strip()
+        )
+
+    @property
+    def webhook_event_set(self) -> frozenset[str]:
+        return frozenset(e.strip() for e in self.webhook_events.split(",") if e.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

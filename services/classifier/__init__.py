@@ -1,0 +1,1 @@
+"""Task 1 worker: the REAL/FAKE verdict."""

@@ -1,0 +1,1 @@
+"""The ``aigi`` command line."""

@@ -1,0 +1,1 @@
+"""Explanation worker: a JSON explanation per artifact, grounded in measured evidence."""

@@ -1,0 +1,1 @@
+"""FastAPI gateway: API, dashboard, webhooks and metrics. Never imports torch."""

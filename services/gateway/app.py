@@ -1,0 +1,73 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis import Redis
+from sqlalchemy.exc import OperationalError
+
+from common.blobstore import blob_store_from_settings
+from common.celery_app import make_celery
+from common.detector.config import model_id_of
+from common.netguard import policy_for
+from common.settings import Settings, get_settings
+from services.gateway.ratelimit import TokenBucket
+from services.gateway.routes import deliveries, health, jobs
+from services.gateway.state import GatewayState
+
+log = logging.getLogger("aigi.gateway")
+
+DESCRIPTION = """
+Detect AI-generated images and explain why.
+
+Submit an image (multipart upload or JSON `image_url`) to `POST /v1/jobs`; the answer
+(202) carries the job id and its status URL. Poll `GET /v1/jobs/{id}` (add `?wait=N`
+to hold the request until the verdict is known) or receive a signed webhook.
+Every `/v1` route needs `Authorization: Bearer <API key>`.
+"""
+
+
+def build_state(settings: Settings) -> GatewayState:
+    redis = Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
+    )
+    return GatewayState(
+        settings=settings,
+        celery=make_celery(settings),
+        redis=redis,
+        blobs=blob_store_from_settings(settings),
+        url_policy=policy_for(settings.allowed_fetch_hosts),
+        rate_limiter=TokenBucket(redis, settings.rate_limit_per_minute, settings.rate_limit_burst),
+        model_id=model_id_of(settings.model_path),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.gateway.redis.close()
+
+    app = FastAPI(title="aigi", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.gateway = build_state(settings)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", exc.orig)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(deliveries.router)
+    return app

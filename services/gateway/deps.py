@@ -1,0 +1,92 @@
+"""Typed dependencies, in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from common.db.session import session_factory
+from common.settings import Settings
+from common.tenants import Principal, authenticate
+from services.gateway.state import GatewayState
+
+log = logging.getLogger("aigi.gateway")
+bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer aigi_...`")
+
+
+def get_state(request: Request) -> GatewayState:
+    return request.app.state.gateway
+
+
+StateDep = Annotated[GatewayState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_session(state: StateDep) -> Iterator[Session]:
+    session = session_factory(state.settings.database_url)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def principal_from_key(state: GatewayState, session: Session, key: str) -> Principal | None:
+    try:
+        return authenticate(session, key)
+    except OperationalError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; retry shortly"
+        ) from exc
+
+
+def get_principal(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = principal_from_key(state, session, credentials.credentials)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        decision = state.rate_limiter.take(str(principal.key_id))
+    except RedisError:  # fail open: Postgres holds the job, the reconciler enqueues it
+        log.warning("rate limiter unavailable (Redis down); request allowed")
+        decision = None
+    if decision is not None and not decision.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"rate limit exceeded; retry in {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,273 @@
+"""Accepting a job: validate, store the image, dedup, record, enqueue.
+
+A plain class with its collaborators passed in (usable without HTTP); the routes only
+map its errors to status codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from common.blobstore import BlobStore, image_key, sha256_hex
+from common.db.models import IdempotencyKey, Image, Job, JobStatus, StageStatus
+from common.images import ImageDecodeError, inspect_image
+from common.netguard import FetchError, SafeClient, UnsafeURLError, URLPolicy
+from common.pipeline import enqueue
+from common.queues import NOTIFY
+from common.settings import Settings
+from common.tenants import Principal
+
+log = logging.getLogger("aigi.gateway")
+
+
+class IntakeError(Exception):
+    status_code = 422
+
+
+class PayloadTooLargeError(IntakeError):
+    status_code = 413
+
+
+class InvalidImageError(IntakeError):
+    status_code = 422
+
+
+class IdempotencyConflictError(IntakeError):
+    status_code = 422
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    explain: bool = True
+    callback_url: str | None = None
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class Submission:
+    data: bytes | None = None
+    image_url: str | None = None
+    filename: str | None = None
+
+
+@dataclass
+class Accepted:
+    job: Job
+    created: bool
+
+
+class JobIntake:
+    def __init__(
+        self,
+        session: Session,
+        blobs: BlobStore,
+        celery: Celery,
+        settings: Settings,
+        url_policy: URLPolicy,
+        model_id: str,
+    ) -> None:
+        self.session = session
+        self.blobs = blobs
+        self.celery = celery
+        self.settings = settings
+        self.url_policy = url_policy
+        self.model_id = model_id
+
+    # -- validation -----------------------------------------------------------------
+    def check_callback(self, url: str | None) -> None:
+        if url is None:
+            return
+        if len(url) > 2048:
+            raise IntakeError("callback_url is longer than 2048 characters")
+        try:
+            self.url_policy.check(url)
+        except UnsafeURLError as exc:
+            raise IntakeError(f"callback_url refused: {exc}") from exc
+
+    def fetch(self, url: str) -> bytes:
+        if len(url) > 2048:
+            raise IntakeError("image_url is longer than 2048 characters")
+        client = SafeClient(self.url_policy, timeout=self.settings.url_fetch_timeout_seconds)
+        try:
+            result = client.request(
+                "GET", url, max_bytes=self.settings.max_upload_bytes, headers={"accept": "image/*"}
+            )
+        except UnsafeURLError as exc:
+            raise IntakeError(f"image_url refused: {exc}") from exc
+        except FetchError as exc:
+            if "limit" in str(exc) and "byte" in str(exc):
+                raise PayloadTooLargeError(f"image_url: {exc}") from exc
+            raise IntakeError(f"image_url could not be fetched: {exc}") from exc
+        finally:
+            client.close()
+        if result.status_code != 200:
+            raise IntakeError(f"image_url answered HTTP {result.status_code}, expected 200")
+        return result.content
+
+    # -- the whole submission ---------------------------------------------------------
+    def submit(
+        self,
+        principal: Principal,
+        submission: Submission,
+        options: JobOptions,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        self.check_callback(options.callback_url)
+        request_hash = self._request_hash(submission, options)
+        if idempotency_key:
+            previous = self._idempotent(principal, idempotency_key, request_hash)
+            if previous is not None:
+                return Accepted(previous, created=False)
+        data = submission.data
+        if data is None:
+            assert submission.image_url is not None
+            data = self.fetch(submission.image_url)
+        if len(data) > self.settings.max_upload_bytes:
+            raise PayloadTooLargeError(
+                f"image is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}"
+            )
+        try:
+            info = inspect_image(data, self.settings.max_image_pixels)
+        except ImageDecodeError as exc:
+            raise InvalidImageError(str(exc)) from exc
+        sha = sha256_hex(data)
+        if not self.blobs.exists(image_key(sha)):
+            self.blobs.put(image_key(sha), data)
+        self.session.execute(
+            insert(Image)
+            .values(
+                sha256=sha,
+                size_bytes=len(data),
+                content_type=info.content_type,
+                format=info.format,
+                width=info.width,
+                height=info.height,
+            )
+            .on_conflict_do_nothing(index_elements=["sha256"])
+        )
+        cached = None if options.fresh else self._cached_result(principal, sha, options)
+        job = Job(
+            id=uuid.uuid4(),
+            tenant_id=principal.tenant_id,
+            image_sha256=sha,
+            source_url=submission.image_url,
+            explain=options.explain,
+            callback_url=options.callback_url,
+            status=JobStatus.QUEUED,
+        )
+        if cached is not None:
+            self._copy_results(cached, job)
+        self.session.add(job)
+        if idempotency_key:
+            self.session.flush()
+            self.session.add(
+                IdempotencyKey(
+                    tenant_id=principal.tenant_id,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    job_id=job.id,
+                )
+            )
+        try:
+            self.session.commit()
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race.
+            self.session.rollback()
+            previous = self._idempotent(principal, idempotency_key or "", request_hash)
+            if previous is None:
+                raise
+            return Accepted(previous, created=False)
+        self._enqueue(job.id, NOTIFY if cached is not None else None)
+        return Accepted(job, created=True)
+
+    def _enqueue(self, job_id: uuid.UUID, first_stage: str | None) -> None:
+        try:
+            if first_stage:
+                enqueue(self.celery, job_id, first_stage)
+            else:
+                enqueue(self.celery, job_id)
+        except (BrokerError, RedisError, OSError) as exc:
+            # The job row is committed: the reconciler enqueues it once Redis is back.
+            log.error(
+                "broker unavailable; job left for the reconciler",
+                extra={"job_id": str(job_id), "error": str(exc)},
+            )
+
+    @staticmethod
+    def _request_hash(submission: Submission, options: JobOptions) -> str:
+        digest = hashlib.sha256()
+        if submission.data is not None:
+            digest.update(hashlib.sha256(submission.data).digest())
+        digest.update(
+            json.dumps(
+                [submission.image_url, options.explain, options.callback_url, options.fresh]
+            ).encode()
+        )
+        return digest.hexdigest()
+
+    def _idempotent(self, principal: Principal, key: str, request_hash: str) -> Job | None:
+        if len(key) > 255:
+            raise IntakeError("Idempotency-Key is longer than 255 characters")
+        row = self.session.get(IdempotencyKey, (principal.tenant_id, key))
+        if row is None:
+            return None
+        age = datetime.now(UTC) - row.created_at
+        if age > timedelta(hours=self.settings.idempotency_ttl_hours):
+            self.session.delete(row)
+            self.session.flush()
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was used with a different request; use a new key"
+            )
+        return self.session.get(Job, row.job_id)
+
+    def _cached_result(self, principal: Principal, sha: str, options: JobOptions) -> Job | None:
+        query = (
+            select(Job)
+            .where(
+                Job.tenant_id == principal.tenant_id,
+                Job.image_sha256 == sha,
+                Job.model_id == self.model_id,
+                Job.status == JobStatus.DONE,
+            )
+            .order_by(Job.created_at.desc())
+            .limit(1)
+        )
+        if options.explain:
+            query = query.where(Job.explain.is_(True))
+        return self.session.scalars(query).first()
+
+    @staticmethod
+    def _copy_results(source: Job, job: Job) -> None:
+        for name in (
+            "model_id",
+            "label",
+            "probability",
+            "tier",
+            "gradcam_status",
+            "rois",
+            "heatmap_key",
+            "overlay_key",
+            "explanation",
+            "explanation_source",
+            "classified_at",
+        ):
+            setattr(job, name, getattr(source, name))
+        job.explain_status = source.explain_status if job.explain else StageStatus.SKIPPED
+        job.cached_from = source.id
+        job.status = JobStatus.DONE
+        job.finished_at = datetime.now(UTC)

@@ -1,0 +1,24 @@
+"""What the gateway builds once at start and shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from redis import Redis
+
+from common.blobstore import BlobStore
+from common.netguard import URLPolicy
+from common.settings import Settings
+from services.gateway.ratelimit import TokenBucket
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    celery: Celery
+    redis: Redis
+    blobs: BlobStore
+    url_policy: URLPolicy
+    rate_limiter: TokenBucket
+    model_id: str

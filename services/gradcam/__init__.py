@@ -1,0 +1,1 @@
+"""Grad-CAM worker: heatmap, regions of interest and their measured evidence."""

@@ -1,0 +1,1 @@
+"""Notify worker: signed webhook deliveries with retries, recorded per attempt."""

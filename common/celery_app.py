@@ -8,6 +8,11 @@ Reliability settings (see the README, "Reliability"):
 * Redis ``visibility_timeout`` above the hard task time limit, and a restore sweep
   every ``unacked_restore_interval`` seconds (throttle 1), so the message of a killed
   worker is delivered again within about ``visibility_timeout`` + the interval.
+* Each stage keeps its unacknowledged messages under keys of its own
+  (``unacked:<stage>``), so its visibility timeout applies to its own messages only:
+  classify, gradcam and notify come back after about a minute, while the LLM stage,
+  whose tasks may legitimately run for minutes, gets a longer timeout without a fast
+  stage's worker restoring (and duplicating) its in-flight messages.
 """
 
 from __future__ import annotations
@@ -19,16 +24,25 @@ from common.queues import QUEUES, TASK_NAMES
 from common.settings import Settings, get_settings
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
+def make_celery(settings: Settings | None = None, stage: str | None = None) -> Celery:
+    """The app; ``stage`` is the queue a worker consumes (None for producers)."""
     settings = settings or get_settings()
+    time_limit = settings.time_limit(stage)
+    unacked = {}
+    if stage is not None:
+        unacked = {
+            "unacked_key": f"unacked:{stage}",
+            "unacked_index_key": f"unacked_index:{stage}",
+            "unacked_mutex_key": f"unacked_mutex:{stage}",
+        }
     app = Celery("aigi", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
-        task_time_limit=settings.task_time_limit_seconds,
-        task_soft_time_limit=max(1, settings.task_time_limit_seconds - 5),
+        task_time_limit=time_limit,
+        task_soft_time_limit=max(1, time_limit - 5),
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -37,7 +51,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_routes={name: {"queue": stage} for stage, name in TASK_NAMES.items()},
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout_seconds,
+            "visibility_timeout": settings.visibility_timeout(stage),
             "unacked_restore_interval": settings.unacked_restore_interval_seconds,
             "unacked_restore_throttle": 1,
             # A worker killed while holding the restore lock must not block restores long.
@@ -45,6 +59,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 10,
+            **unacked,
         },
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,

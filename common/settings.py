@@ -47,11 +47,14 @@ class Settings(BaseSettings):
     max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
     public_base_url: str = "http://127.0.0.1:8000"
 
-    # Queues and reliability
-    task_time_limit_seconds: int = Field(default=300, ge=1)
-    visibility_timeout_seconds: int = Field(default=600, ge=10)
+    # Queues and reliability. A killed worker's message comes back after the visibility
+    # timeout of its stage; it must stay above the stage's hard time limit.
+    task_time_limit_seconds: int = Field(default=45, ge=1)
+    visibility_timeout_seconds: int = Field(default=60, ge=2)
+    explain_time_limit_seconds: int = Field(default=150, ge=1)
+    explain_visibility_timeout_seconds: int = Field(default=180, ge=2)
     unacked_restore_interval_seconds: float = Field(default=5.0, gt=0)
-    stage_deadline_seconds: float = Field(default=120.0, gt=0)
+    stage_deadline_seconds: float = Field(default=300.0, gt=0)
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     max_reconcile_attempts: int = Field(default=5, ge=1)
 
@@ -107,9 +110,34 @@ class Settings(BaseSettings):
                 "AIGI_SECRET_KEY is the default or shorter than 32 characters; set a random "
                 "secret (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+        if self.visibility_timeout_seconds <= self.task_time_limit_seconds:
+            raise ValueError(
+                "AIGI_VISIBILITY_TIMEOUT_SECONDS must exceed "
+                "AIGI_TASK_TIME_LIMIT_SECONDS, or running tasks are redelivered"
+            )
+        if self.explain_visibility_timeout_seconds <= self.explain_time_limit_seconds:
+            raise ValueError(
+                "AIGI_EXPLAIN_VISIBILITY_TIMEOUT_SECONDS must exceed "
+                "AIGI_EXPLAIN_TIME_LIMIT_SECONDS"
+            )
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("AIGI_BLOB_STORE=s3 needs AIGI_S3_BUCKET")
         return self
+
+    def time_limit(self, stage: str | None) -> int:
+        """Hard time limit of one task of ``stage`` (the LLM stage gets longer)."""
+        return (
+            self.explain_time_limit_seconds
+            if stage == "explain"
+            else (self.task_time_limit_seconds)
+        )
+
+    def visibility_timeout(self, stage: str | None) -> int:
+        if stage == "explain":
+            return self.explain_visibility_timeout_seconds
+        if stage is None:  # a producer: restores nothing, but keep the longest
+            return max(self.visibility_timeout_seconds, self.explain_visibility_timeout_seconds)
+        return self.visibility_timeout_seconds
 
     @property
     def allowed_fetch_hosts(self) -> frozenset[str]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,7 @@ from common.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from common.detector.inference import DetectorEngine
+    from services.explainer.explainer import Explainer
     from services.gradcam.cam import DetectorCAM
 
 log = logging.getLogger("aigi.worker")
@@ -72,6 +74,13 @@ class WorkerContext:
         from services.gradcam.cam import DetectorCAM
 
         return DetectorCAM(self.detector.model)
+
+    @cached_property
+    def explainer(self) -> Explainer:
+        """The explainer and its LLM client (and circuit breaker), one per process."""
+        from services.explainer.explainer import build_explainer
+
+        return build_explainer(self.settings)
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -175,6 +184,10 @@ def run_stage(
     except PermanentStageError as exc:
         finish_record(ctx, record_id, StageStatus.FAILED, started, str(exc))
         raise
+    except SoftTimeLimitExceeded as exc:
+        error = f"{stage} timed out after {time.perf_counter() - started:.1f} s"
+        finish_record(ctx, record_id, StageStatus.FAILED, started, error)
+        raise PermanentStageError(error) from exc
     except Exception as exc:
         finish_record(ctx, record_id, StageStatus.FAILED, started, f"{type(exc).__name__}: {exc}")
         raise

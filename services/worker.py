@@ -25,7 +25,10 @@ from services.runtime import PermanentStageError, TaskInfo, run_stage
 
 log = logging.getLogger("aigi.worker")
 
-app = make_celery()
+#: Set by ``aigi worker <stage>`` before this module is imported: the stage's own
+#: time limit and visibility timeout apply (see common/celery_app.py).
+WORKER_STAGE = os.environ.get("AIGI_WORKER_STAGE") or None
+app = make_celery(stage=WORKER_STAGE)
 
 #: Transient failures are retried by Celery with backoff; anything else is permanent.
 TRANSIENT = (OperationalError, ConnectionError, TimeoutError)

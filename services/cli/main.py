@@ -43,6 +43,7 @@ def worker(
     from common.logs import configure_logging
 
     configure_logging(loglevel)
+    os.environ["AIGI_WORKER_STAGE"] = stage
     from services.worker import app as celery_app
 
     node = hostname or f"{stage}-{os.getpid()}@%h"

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from common.netguard import URLPolicy, UnsafeURLError, forbidden_reason
+from common.netguard import UnsafeURLError, URLPolicy, forbidden_reason
 from tests.helpers import image_bytes, wait_until
 from tests.integration.conftest import ApiUser, make_user, submit
 
@@ -114,7 +114,8 @@ def scheduler(stack_env: dict) -> Iterator[None]:
     settings = Settings()
     stop = threading.Event()
     thread = threading.Thread(
-        target=run_forever, args=(WorkerContext(settings), make_celery(settings), 0.2, stop),
+        target=run_forever,
+        args=(WorkerContext(settings), make_celery(settings), 0.2, stop),
         daemon=True,
     )
     thread.start()
@@ -187,22 +188,42 @@ def test_non_retryable_4xx_fails_and_can_be_resent(
     rows = wait_until(all_final, 60, message="deliveries to finish")
     failed = [d for d in rows if d["status"] == "failed"]
     assert len(failed) == 2 and all(d["attempts"] == 1 for d in failed), rows
-    resent = client.post(f"/v1/jobs/{job_id}/deliveries/{failed[0]['id']}/resend",
-                         headers=user.headers)
+    resent = client.post(
+        f"/v1/jobs/{job_id}/deliveries/{failed[0]['id']}/resend", headers=user.headers
+    )
     assert resent.status_code == 202
     wait_until(
-        lambda: next(d for d in client.get(f"/v1/jobs/{job_id}/deliveries",
-                                           headers=user.headers).json()
-                     if d["id"] == failed[0]["id"])["status"] == "succeeded",
-        30, message="the re-sent delivery",
+        lambda: (
+            next(
+                d
+                for d in client.get(f"/v1/jobs/{job_id}/deliveries", headers=user.headers).json()
+                if d["id"] == failed[0]["id"]
+            )["status"]
+            == "succeeded"
+        ),
+        30,
+        message="the re-sent delivery",
     )
 
 
 # ------------------------------------------------------------------------------ SSRF
 FORBIDDEN = [
-    "127.0.0.1", "10.1.2.3", "172.16.0.5", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-    "100.64.0.1", "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
-    "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::",
+    "127.0.0.1",
+    "10.1.2.3",
+    "172.16.0.5",
+    "192.168.1.1",
+    "169.254.169.254",
+    "0.0.0.0",
+    "100.64.0.1",
+    "224.0.0.1",
+    "240.0.0.1",
+    "::1",
+    "fe80::1",
+    "fc00::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "64:ff9b::a9fe:a9fe",
+    "2002:7f00:1::",
 ]
 
 
@@ -219,10 +240,12 @@ def test_public_addresses_pass_and_other_refusals() -> None:
     assert forbidden_reason("2606:2800:220:1::") is None
     public = URLPolicy(resolver=lambda host, port: ["93.184.216.34"])
     assert public.check("https://images.example/cat.png")[1] == "93.184.216.34"
-    for url, reason in [("ftp://images.example/x", "only http"),
-                        ("file:///etc/passwd", "only http"),
-                        ("http://user:pw@images.example/", "credentials"),
-                        ("http:///nohost", "no host")]:
+    for url, reason in [
+        ("ftp://images.example/x", "only http"),
+        ("file:///etc/passwd", "only http"),
+        ("http://user:pw@images.example/", "credentials"),
+        ("http:///nohost", "no host"),
+    ]:
         with pytest.raises(UnsafeURLError, match=reason):
             public.check(url)
     mixed = URLPolicy(resolver=lambda host, port: ["93.184.216.34", "10.0.0.7"])
@@ -230,14 +253,16 @@ def test_public_addresses_pass_and_other_refusals() -> None:
         mixed.check("http://rebinding.example/")
 
 
-def test_hostname_resolving_to_private_address_is_refused(client: TestClient,
-                                                          user: ApiUser) -> None:
+def test_hostname_resolving_to_private_address_is_refused(
+    client: TestClient, user: ApiUser
+) -> None:
     state = client.app.state.gateway  # type: ignore[attr-defined]
     original = state.url_policy
     state.url_policy = URLPolicy(resolver=lambda host, port: ["192.168.0.10"])
     try:
-        response = client.post("/v1/jobs", headers=user.headers,
-                               json={"image_url": "http://intranet.example/cat.png"})
+        response = client.post(
+            "/v1/jobs", headers=user.headers, json={"image_url": "http://intranet.example/cat.png"}
+        )
         callback = submit(client, user, image_bytes(), callback_url="http://hooks.example/x")
     finally:
         state.url_policy = original
@@ -268,8 +293,11 @@ def test_redirect_to_loopback_is_refused(client: TestClient, user: ApiUser) -> N
         resolver=lambda host, p: ["127.0.0.1"],
     )
     try:
-        response = client.post("/v1/jobs", headers=user.headers,
-                               json={"image_url": f"http://public.example:{port}/cat.png"})
+        response = client.post(
+            "/v1/jobs",
+            headers=user.headers,
+            json={"image_url": f"http://public.example:{port}/cat.png"},
+        )
     finally:
         state.url_policy = original
         server.shutdown()
@@ -289,8 +317,9 @@ def _png_bomb() -> bytes:
 
     header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(
-        b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def _hostile_corpus() -> dict[str, bytes]:
@@ -318,8 +347,9 @@ def test_hostile_corpus_gets_4xx_and_workers_stay_alive(
     client: TestClient, user: ApiUser, pipeline_workers: object
 ) -> None:
     for name, data in _hostile_corpus().items():
-        response = client.post("/v1/jobs", headers=user.headers,
-                               files={"file": (f"{name}.png", data, "image/png")})
+        response = client.post(
+            "/v1/jobs", headers=user.headers, files={"file": (f"{name}.png", data, "image/png")}
+        )
         assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
         assert response.json()["detail"], name
     job_id = submit(client, user, image_bytes(seed=72), wait=20).json()["id"]
@@ -352,18 +382,25 @@ def test_idempotency_key_returns_the_original_job(client: TestClient, user: ApiU
     again = client.post("/v1/jobs", headers=headers, files={"file": ("a.png", data, "image/png")})
     assert first.status_code == 202 and again.status_code in (200, 202)
     assert again.json()["id"] == first.json()["id"]
-    other = client.post("/v1/jobs", headers=headers,
-                        files={"file": ("b.png", image_bytes(seed=81), "image/png")})
+    other = client.post(
+        "/v1/jobs", headers=headers, files={"file": ("b.png", image_bytes(seed=81), "image/png")}
+    )
     assert other.status_code == 422 and "different request" in other.json()["detail"]
 
 
-def test_same_image_returns_the_cached_result_unless_fresh(client: TestClient,
-                                                           user: ApiUser) -> None:
+def test_same_image_returns_the_cached_result_unless_fresh(
+    client: TestClient, user: ApiUser
+) -> None:
     data = image_bytes(seed=82)
     original = submit(client, user, data, wait=20).json()
-    wait_until(lambda: client.get(f"/v1/jobs/{original['id']}",
-                                  headers=user.headers).json()["status"] == "done", 60,
-               message="the first job")
+    wait_until(
+        lambda: (
+            client.get(f"/v1/jobs/{original['id']}", headers=user.headers).json()["status"]
+            == "done"
+        ),
+        60,
+        message="the first job",
+    )
     original = client.get(f"/v1/jobs/{original['id']}", headers=user.headers).json()
     cached = submit(client, user, data)
     assert cached.status_code == 200, cached.text  # the verdict is there at once

@@ -1,0 +1,128 @@
+"""The explainer against a real OpenAI-compatible server: llama-cpp-python serving the
+tiny random Mistral of tests/fixtures/tiny-mistral.gguf (scripts/make_tiny_gguf.py).
+
+Its answers are random text; what is checked is the mechanics: the schema reaches the
+server and constrains the output, the answer parses and validates, invalid output is
+retried and then replaced by the evidence explanation, a stopped server gives the
+evidence explanation too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.artifacts import Taxonomy
+from common.settings import Settings
+from services.explainer.backend import InferenceClientBackend
+from services.explainer.explainer import Explainer
+from services.explainer.inputs import VerdictInput, evidence_from_document
+from services.explainer.prompt import PROMPT_VERSION, explanation_prompt, response_schema
+from services.explainer.validation import validate_explanations
+from tests.explainer.conftest import MODEL_ALIAS, LlamaServer, Track, start_llama
+
+pytestmark = pytest.mark.llm
+
+
+def settings_for(url: str, **values: Any) -> Settings:
+    base = {
+        "llm_url": url,
+        "llm_model": MODEL_ALIAS,
+        "llm_timeout_seconds": 30,
+        "explain_time_limit_seconds": 60,
+        "explain_visibility_timeout_seconds": 90,
+    }
+    return Settings(**{**base, **values})
+
+
+def test_schema_constrains_the_output(
+    track: Track,
+    llama_server: LlamaServer,
+    fake_verdict: VerdictInput,
+    document: dict[str, Any],
+    taxonomy: Taxonomy,
+) -> None:
+    prompt = explanation_prompt(fake_verdict, evidence_from_document(document), taxonomy)
+    backend = track(InferenceClientBackend(llama_server.url, MODEL_ALIAS))  # style auto
+    constrained = backend.complete(
+        prompt, schema=response_schema(taxonomy), max_tokens=512, timeout=30
+    )
+    # /info is absent → openai style; llama-cpp-python refuses json_schema → json_object
+    assert backend.resolved_formats == ("openai-json_object",)
+    assert constrained.constrained and constrained.schema_style == "openai-json_object"
+    answer = json.loads(constrained.text)
+    print("constrained answer:", constrained.text)
+    assert isinstance(answer, dict) and answer
+    assert set(answer) <= set(taxonomy.keys)
+    assert all(isinstance(v, str) and v for v in answer.values())
+    # control: the same random model without the schema writes no such object
+    free = backend.complete(prompt, schema=None, max_tokens=128, timeout=30)
+    try:
+        parsed = json.loads(free.text)
+    except ValueError:
+        parsed = None
+    assert not (isinstance(parsed, dict) and parsed and set(parsed) <= set(taxonomy.keys))
+
+
+def test_explanation_written_by_the_llm(
+    track: Track,
+    llama_server: LlamaServer,
+    fake_verdict: VerdictInput,
+    document: dict[str, Any],
+    taxonomy: Taxonomy,
+) -> None:
+    settings = settings_for(llama_server.url)
+    explainer = track(Explainer(InferenceClientBackend.from_settings(settings), taxonomy, settings))
+    result = explainer.explain(fake_verdict, document)
+    print("llm explanation:", result.as_document())
+    assert result.source == "llm", result.error
+    assert result.model == MODEL_ALIAS and result.prompt_version == PROMPT_VERSION
+    assert result.flow == "constrained" and result.schema_style == "openai-json_object"
+    assert result.artifacts and validate_explanations(result.artifacts, taxonomy)
+    assert "probability 0.873" in result.summary
+
+
+def test_unconstrained_server_two_step_invalid_then_fallback(
+    track: Track,
+    llama_server: LlamaServer,
+    fake_verdict: VerdictInput,
+    document: dict[str, Any],
+    taxonomy: Taxonomy,
+) -> None:
+    """Style none: free text, then the JSONifier; the random model's JSON is invalid
+    twice, so the evidence explanation is stored."""
+    settings = settings_for(llama_server.url, llm_schema_style="none", llm_max_tokens=128)
+    explainer = track(Explainer(InferenceClientBackend.from_settings(settings), taxonomy, settings))
+    result = explainer.explain(fake_verdict, document)
+    assert result.source == "evidence"
+    assert result.llm_calls == 3  # free text, JSONifier, one JSONifier retry
+    assert result.error and result.error.startswith("LLM explanation failed (invalid answer)")
+    assert result.artifacts["frequency_domain_signatures"].startswith("Region 1")
+    assert explainer.breaker.consecutive_failures == 1
+
+
+def test_stopped_server_falls_back(
+    track: Track,
+    tmp_path: Path,
+    fake_verdict: VerdictInput,
+    document: dict[str, Any],
+    taxonomy: Taxonomy,
+) -> None:
+    server = start_llama(tmp_path)
+    try:
+        settings = settings_for(server.url, llm_max_tokens=32)
+        explainer = track(
+            Explainer(InferenceClientBackend.from_settings(settings), taxonomy, settings)
+        )
+        assert explainer.explain(fake_verdict, document).llm_calls >= 1  # it answers
+    finally:
+        server.stop()
+    started = time.monotonic()
+    result = explainer.explain(fake_verdict, document)
+    assert result.source == "evidence"
+    assert result.error and "LLMUnavailable" in result.error and "Connect" in result.error
+    assert result.llm_calls == 3 and time.monotonic() - started < 5

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install lock lint typecheck test test-fast run bench soak train-shipped clean
+.PHONY: install install-llm lock lint typecheck test test-fast run bench bench-load soak train-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,11 +26,11 @@ lock: $(BIN)/python
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
 
 lint:
-	$(BIN)/ruff check common services tests scripts
-	$(BIN)/ruff format --check common services tests scripts
+	$(BIN)/ruff check common services tests scripts bench
+	$(BIN)/ruff format --check common services tests scripts bench
 
 typecheck:
-	$(BIN)/mypy common services
+	$(BIN)/mypy common services bench
 
 test:
 	$(BIN)/pytest
@@ -41,8 +41,17 @@ test-fast:
 run: install
 	$(BIN)/aigi run
 
+# Benchmarks (JSON under bench/results/ + summary.md); speed is never asserted in tests.
 bench:
-	$(BIN)/aigi bench gradcam
+	$(BIN)/aigi bench all
+
+# Open-loop load against the real stack: submit latency percentiles and completion.
+bench-load:
+	$(BIN)/aigi bench load --rates 50,100,200 --duration 10 --profile
+
+# Long versions of the fault and fuzz suites.
+soak:
+	AIGI_FAULT_JOBS=25 AIGI_FUZZ_EXAMPLES=600 $(BIN)/pytest tests/faults tests/integration/test_fuzz_openapi.py -q
 
 train-shipped:
 	$(BIN)/aigi prepare ../shared/data/cifake-train.tar.gz data/cifake

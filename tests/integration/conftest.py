@@ -73,23 +73,3 @@ def submit(
         files={"file": ("image.png", data, "image/png")},
         data=fields,
     )
-
-
-@pytest.fixture(scope="session")
-def slow_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A large random detector at 256x256: a forward pass takes seconds on one thread."""
-    import torch
-
-    from common.detector.checkpoint import save_checkpoint
-    from common.detector.config import CompactBackboneConfig, DetectorConfig, Preprocessing
-    from common.detector.model import Detector
-
-    torch.manual_seed(0)
-    config = DetectorConfig(
-        model_id="test-slow-compact",
-        backbone=CompactBackboneConfig(widths=(96, 192, 384), blocks=(3, 3, 3)),
-        preprocessing=Preprocessing(input_size=256),
-    )
-    folder = tmp_path_factory.mktemp("slow") / "slow"
-    save_checkpoint(Detector(config).eval(), folder)
-    return folder

@@ -1,0 +1,155 @@
+"""``queue_overhead``: the queue path against the same work in one process, per image.
+
+Queue path: ``POST /v1/jobs`` to the gateway (uvicorn) → Redis → ``classify`` →
+``gradcam`` → ``explain`` workers (real processes) → Postgres, one image at a time;
+the time per image runs from just before the POST to the job's ``finished_at`` (the
+moment it is ``done``, written by the worker; same clock). In-process path: decode +
+``DetectorEngine.predict`` + ``analyze_image`` (what the classify and gradcam tasks
+compute), same checkpoint, same torch threads, same images, interleaved with the
+queue path image by image so background load hits both alike.
+
+``transport_ms`` is what the queue adds outside the stages' own work (end-to-end minus
+the stages' recorded durations): submit, broker hops, task start-up, status polls.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common.detector.inference import DetectorEngine
+from common.images import decode_rgb
+from common.settings import Settings
+from services.bench.loadgen import FINAL, finished_timestamp
+from services.bench.stack import BenchStack
+from services.gradcam.analysis import analyze_image
+from services.gradcam.cam import DetectorCAM
+
+TARGET_OVERHEAD_PCT = 10.0
+
+
+class InProcess:
+    """The classify and gradcam stages' work, in this process."""
+
+    def __init__(self, model_path: Path, device: str = "cpu") -> None:
+        settings = Settings()
+        self.threshold, self.top_k = settings.roi_threshold, settings.roi_top_k
+        self.engine = DetectorEngine.from_checkpoint(model_path, device=device, batch_size=1)
+        self.cam = DetectorCAM(self.engine.model)
+
+    def run(self, data: bytes) -> float:
+        start = time.perf_counter()
+        image = decode_rgb(data)
+        self.engine.predict([image])
+        analyze_image(self.engine, image, data, self.cam, self.threshold, self.top_k)
+        return (time.perf_counter() - start) * 1000.0
+
+    def close(self) -> None:
+        self.cam.release()
+
+
+def run_job(
+    client: httpx.Client, data: bytes, timeout: float = 300.0, poll: float = 0.1
+) -> dict[str, Any]:
+    """Submit one image and wait for it to finish; times in ms."""
+    wall = time.time()
+    start = time.perf_counter()
+    response = client.post("/v1/jobs", files={"file": ("bench.png", data, "image/png")})
+    response.raise_for_status()
+    submit_ms = (time.perf_counter() - start) * 1000.0
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + timeout
+    view: dict[str, Any] = response.json()
+    while view.get("status") not in FINAL:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} not finished after {timeout}s: {view.get('status')}")
+        time.sleep(poll)
+        view = client.get(f"/v1/jobs/{job_id}").json()
+    observed_ms = (time.perf_counter() - start) * 1000.0
+    finished = finished_timestamp(view)
+    stages = {
+        name: float(timing["duration_ms"])
+        for name, timing in (view.get("stages") or {}).items()
+        if timing.get("duration_ms") is not None
+    }
+    end_to_end = (finished - wall) * 1000.0 if finished is not None else observed_ms
+    work = sum(v for k, v in stages.items() if k != "notify")
+    return {
+        "status": view.get("status"),
+        "end_to_end_ms": end_to_end,
+        "observed_ms": observed_ms,
+        "submit_ms": submit_ms,
+        "stages_ms": stages,
+        "transport_ms": end_to_end - work,
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "mean": round(statistics.fmean(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def bench_queue(
+    stack: BenchStack, images: list[bytes], warmup: int = 2, model_name: str = ""
+) -> dict[str, Any]:
+    """On ``stack`` (one worker per stage); ``images[:warmup]`` only warm up."""
+    import torch
+
+    if len(images) <= warmup:
+        raise ValueError("need more images than warm-up images")
+    stack.ensure_workers(1)
+    url = stack.ensure_gateway()
+    local = InProcess(stack.model_path, stack.env.get("AIGI_MODEL_DEVICE", "cpu"))
+    queue_runs: list[dict[str, Any]] = []
+    local_ms: list[float] = []
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            for data in images[:warmup]:
+                run_job(client, data)
+                local.run(data)
+            for data in images[warmup:]:
+                queue_runs.append(run_job(client, data))
+                local_ms.append(local.run(data))
+    finally:
+        local.close()
+    failed = [r for r in queue_runs if r["status"] != "done"]
+    queue_ms = [r["end_to_end_ms"] for r in queue_runs]
+    stage_names = sorted({name for r in queue_runs for name in r["stages_ms"]})
+    stages = {
+        name: _stats([r["stages_ms"][name] for r in queue_runs if name in r["stages_ms"]])
+        for name in stage_names
+    }
+    overhead = 100.0 * (statistics.median(queue_ms) / statistics.median(local_ms) - 1.0)
+    return {
+        "model": model_name or str(stack.model_path),
+        "device": local.engine.device,
+        "images": len(queue_runs),
+        "warmup_images": warmup,
+        "worker_torch_threads": stack.torch_threads,
+        "in_process_torch_threads": int(torch.get_num_threads()),
+        "backing": dict(stack.backing),
+        "workers_per_stage": 1,
+        "queue_ms_per_image": _stats(queue_ms),
+        "in_process_ms_per_image": _stats(local_ms),
+        "overhead_pct": round(overhead, 2),
+        "overhead_pct_of_means": round(
+            100.0 * (statistics.fmean(queue_ms) / statistics.fmean(local_ms) - 1.0), 2
+        ),
+        "target_overhead_pct": TARGET_OVERHEAD_PCT,
+        "meets_target": overhead <= TARGET_OVERHEAD_PCT,
+        "submit_ms": _stats([r["submit_ms"] for r in queue_runs]),
+        "transport_ms": _stats([r["transport_ms"] for r in queue_runs]),
+        "stages_ms": stages,
+        "failed_jobs": len(failed),
+        "note": "explain runs without an LLM (evidence fallback); its time is in "
+        "stages_ms.explain and counts toward the queue path, not the in-process one",
+    }

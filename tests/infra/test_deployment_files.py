@@ -171,9 +171,11 @@ def duration_seconds(text: str) -> float:
     return total
 
 
-def task_time_limit(configured: dict[str, str]) -> int:
-    default = Settings.model_fields["task_time_limit_seconds"].default
-    return int(configured.get("AIGI_TASK_TIME_LIMIT_SECONDS", default))
+def task_time_limit(configured: dict[str, str], stage: str | None = None) -> int:
+    """The hard time limit of ``stage``'s tasks (the LLM stage has its own)."""
+    field = "explain_time_limit_seconds" if stage == "explain" else "task_time_limit_seconds"
+    default = Settings.model_fields[field].default
+    return int(configured.get(f"AIGI_{field.upper()}", default))
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -285,8 +287,8 @@ def test_compose_workers_one_per_queue() -> None:
 
     # `celery -A services.worker` (health checks, Flower) finds the app there.
     assert isinstance(celery_app, celery.Celery)
-    limit = task_time_limit(environment_of(services()["gateway"]))
     for queue in QUEUES:
+        limit = task_time_limit(environment_of(services()["gateway"]), queue)
         worker = services()[f"worker-{queue}"]
         check_worker_command(worker["command"], queue)
         ping = " ".join(worker["healthcheck"]["test"])
@@ -294,7 +296,7 @@ def test_compose_workers_one_per_queue() -> None:
         assert f"-d {queue}@$$HOSTNAME" in ping
         # Celery's warm shutdown lets the running task finish before the container stops.
         assert duration_seconds(worker["stop_grace_period"]) > limit
-        assert task_time_limit(environment_of(worker)) == limit
+        assert task_time_limit(environment_of(worker), queue) == limit
         assert "replicas" in worker["deploy"]
         if queue in GPU_STAGES:
             assert gpu_devices(worker), f"worker-{queue} reserves a GPU"
@@ -550,7 +552,7 @@ def container_env_sources(container: dict[str, Any]) -> set[str]:
 
 def test_k8s_workers_scale_on_their_queue() -> None:
     deployments, scaled = k8s("Deployment"), k8s("ScaledObject")
-    limit = task_time_limit(k8s("ConfigMap")["aigi-config"]["data"])
+    config = k8s("ConfigMap")["aigi-config"]["data"]
     redis_url = env_file(K8S / "secret.env.example")["AIGI_REDIS_URL"]
     redis_db = redis_url.rsplit("/", 1)[1]
     by_queue = {}
@@ -574,7 +576,7 @@ def test_k8s_workers_scale_on_their_queue() -> None:
             assert trigger[key] in env, f"{name} lacks {trigger[key]} for KEDA"
         check_worker_command(container["command"], queue)
         # Warm shutdown: the running task finishes before the pod is killed.
-        assert spec["terminationGracePeriodSeconds"] > limit
+        assert spec["terminationGracePeriodSeconds"] > task_time_limit(config, queue)
         probe = " ".join(container["livenessProbe"]["exec"]["command"])
         assert f'inspect ping --timeout 10 -d "{queue}@$HOSTNAME"' in probe
         gpus = {

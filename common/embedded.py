@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ class EmbeddedRedis:
 
 def which_aigi() -> list[str]:
     """The command that runs this project's CLI in a child process."""
-    exe = shutil.which("aigi", path=os.path.dirname(os.sys.executable))  # type: ignore[attr-defined]
+    exe = shutil.which("aigi", path=os.path.dirname(sys.executable))
     if exe:
         return [exe]
-    return [os.sys.executable, "-m", "services.cli.main"]  # type: ignore[attr-defined]
+    return [sys.executable, "-m", "services.cli.main"]

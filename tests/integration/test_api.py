@@ -125,3 +125,19 @@ def test_list_filters_and_cursor_paging(client: TestClient, user: ApiUser) -> No
         ).json()["items"]
         == []
     )
+
+
+def test_gateway_never_imports_torch() -> None:
+    """The gateway sends tasks by name; importing it (and its CLI) loads no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import services.gateway.app, services.cli.main, services.worker; "
+        "bad = [m for m in ('torch', 'transformers', 'pytorch_grad_cam') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr or result.stdout

@@ -178,10 +178,9 @@ async def _wait_for_verdict(
         delay = min(delay * 1.5, 0.5)
 
 
-def _job_response(view: JobOut, created: bool) -> JSONResponse:
+def _job_response(view: JobOut) -> JSONResponse:
+    """202 while the verdict is pending; 200 once it is in the answer (``?wait``)."""
     code = 200 if (view.verdict is not None or view.status == "failed") else 202
-    if not created and code == 202:
-        code = 202
     return JSONResponse(
         view.model_dump(mode="json"), status_code=code, headers={"Location": view.status_url}
     )
@@ -219,7 +218,7 @@ async def create_job(
         raise HTTPException(exc.status_code, str(exc)) from exc
     if wait > 0:
         view = await _wait_for_verdict(state, principal, view.id, wait)
-    return _job_response(view, created=True)
+    return _job_response(view)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="Read a job")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from common.db.models import Job, JobStage, StageStatus
+from common.db.models import Image, Job, JobStage, StageStatus
 from common.detector.config import LABELS
 from common.queues import STAGES
 
@@ -98,7 +98,11 @@ def stage_timings(stages: list[JobStage]) -> dict[str, StageTiming]:
     return out
 
 
-def job_view(job: Job, base_url: str) -> JobOut:
+def job_view(
+    job: Job, base_url: str, image: Image | None = None, stages: list[JobStage] | None = None
+) -> JobOut:
+    """The public view of ``job``. A caller that already holds its image row and stage
+    runs (a job just created has none) passes them, saving two queries."""
     base = base_url.rstrip("/")
     verdict = None
     if job.label is not None and job.probability is not None and job.tier and job.model_id:
@@ -133,7 +137,7 @@ def job_view(job: Job, base_url: str) -> JobOut:
             summary=doc.get("summary"),
             error=doc.get("error"),
         )
-    image = job.image
+    image = image if image is not None else job.image
     return JobOut(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
@@ -152,7 +156,7 @@ def job_view(job: Job, base_url: str) -> JobOut:
         verdict=verdict,
         evidence=evidence,
         explanation=explanation,
-        stages=stage_timings(job.stages),
+        stages=stage_timings(job.stages if stages is None else stages),
         error=job.error,
         status_url=f"{base}/v1/jobs/{job.id}",
     )

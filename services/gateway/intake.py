@@ -67,6 +67,7 @@ class Submission:
 class Accepted:
     job: Job
     created: bool
+    image: Image | None = None  # the image row, when this request wrote the job
 
 
 class JobIntake:
@@ -146,18 +147,18 @@ class JobIntake:
         sha = sha256_hex(data)
         if not self.blobs.exists(image_key(sha)):
             self.blobs.put(image_key(sha), data)
+        row = {
+            "sha256": sha,
+            "size_bytes": len(data),
+            "content_type": info.content_type,
+            "format": info.format,
+            "width": info.width,
+            "height": info.height,
+        }
         self.session.execute(
-            insert(Image)
-            .values(
-                sha256=sha,
-                size_bytes=len(data),
-                content_type=info.content_type,
-                format=info.format,
-                width=info.width,
-                height=info.height,
-            )
-            .on_conflict_do_nothing(index_elements=["sha256"])
+            insert(Image).values(**row).on_conflict_do_nothing(index_elements=["sha256"])
         )
+        image = Image(**row)
         cached = None if options.fresh else self._cached_result(principal, sha, options)
         job = Job(
             id=uuid.uuid4(),
@@ -191,7 +192,7 @@ class JobIntake:
                 raise
             return Accepted(previous, created=False)
         self._enqueue(job.id, NOTIFY if cached is not None else None)
-        return Accepted(job, created=True)
+        return Accepted(job, created=True, image=image)
 
     def _enqueue(self, job_id: uuid.UUID, first_stage: str | None) -> None:
         try:

@@ -210,6 +210,10 @@ async def create_job(
                 session, state.blobs, state.celery, state.settings, state.url_policy, state.model_id
             )
             accepted = intake.submit(principal, submission, options, idempotency_key)
+            if accepted.image is not None:  # just written: no stage has run yet
+                return job_view(
+                    accepted.job, state.settings.public_base_url, image=accepted.image, stages=[]
+                )
             return job_view(accepted.job, state.settings.public_base_url)
 
     try:

@@ -14,6 +14,10 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	@# The browser tests drive Debian's Chromium (Playwright's own download is not used).
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium; else \
+		echo "note: the browser tests need Debian's chromium: sudo apt-get install -y chromium"; fi; }
 	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
 		echo "note: llama-cpp-python (for the LLM tests) is built from source by 'make install-llm' (~13 min once)"
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from redis import Redis
 from sqlalchemy.exc import OperationalError
 
@@ -16,8 +17,9 @@ from common.celery_app import make_celery
 from common.detector.config import model_id_of
 from common.netguard import policy_for
 from common.settings import Settings, get_settings
+from services.gateway.dashboard import STATIC_DIR, STATIC_PATH
 from services.gateway.ratelimit import TokenBucket
-from services.gateway.routes import deliveries, health, jobs
+from services.gateway.routes import dashboard, deliveries, health, jobs, reviews
 from services.gateway.state import GatewayState
 
 log = logging.getLogger("aigi.gateway")
@@ -70,4 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(deliveries.router)
+    app.include_router(reviews.router)
+    app.include_router(dashboard.router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     return app

@@ -1,0 +1,91 @@
+"""/v1/jobs/{job_id}/review: a moderator confirms or overturns a verdict."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from common.db.models import Job, Review
+from common.detector.config import LABELS
+from common.reviews import ReviewError, record_review, true_label
+from services.gateway.dashboard.auth import reviewer_name
+from services.gateway.deps import PrincipalDep, SessionDep
+from services.gateway.routes.jobs import _ERRORS, ErrorOut, _load_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["reviews"])
+
+
+class ReviewIn(BaseModel):
+    decision: Literal["confirmed", "overturned"] = Field(
+        description="confirmed: the verdict is right; overturned: it is wrong"
+    )
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReviewOut(BaseModel):
+    job_id: uuid.UUID
+    decision: Literal["confirmed", "overturned"]
+    note: str | None
+    reviewer: str = Field(description="the API key's name and its tenant")
+    true_label: Literal["REAL", "FAKE"] | None = Field(
+        description="the label the review establishes (the verdict, or its opposite)"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+def _out(review: Review, job: Job) -> ReviewOut:
+    try:
+        label: str | None = LABELS[true_label(job, review.decision)]
+    except ReviewError:  # the verdict was cleared after the review
+        label = None
+    return ReviewOut(
+        job_id=review.job_id,
+        decision=review.decision,  # type: ignore[arg-type]
+        note=review.note,
+        reviewer=review.reviewer,
+        true_label=label,  # type: ignore[arg-type]
+        created_at=review.created_at,
+        updated_at=review.updated_at,
+    )
+
+
+@router.put(
+    "/{job_id}/review",
+    response_model=ReviewOut,
+    responses={409: {"model": ErrorOut, "description": "the job has no verdict yet"}, **_ERRORS},
+    summary="Confirm or overturn the verdict of a job",
+)
+def put_review(
+    job_id: uuid.UUID, body: ReviewIn, session: SessionDep, principal: PrincipalDep
+) -> ReviewOut:
+    """Creates the job's review or replaces it (one review per job; the latest wins)."""
+    job = _load_job(session, principal, job_id)
+    note = body.note.strip() if body.note else None
+    try:
+        review = record_review(session, job, body.decision, reviewer_name(principal), note or None)
+    except ReviewError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    session.commit()
+    session.refresh(review)
+    return _out(review, job)
+
+
+@router.get(
+    "/{job_id}/review",
+    response_model=ReviewOut,
+    responses=_ERRORS,
+    summary="The review of a job (404 when it has none)",
+)
+def get_review(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> ReviewOut:
+    job = _load_job(session, principal, job_id)
+    review = session.scalar(select(Review).where(Review.job_id == job.id))
+    if review is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no review")
+    return _out(review, job)

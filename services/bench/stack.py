@@ -24,37 +24,19 @@ from typing import IO
 
 import httpx
 
-from common.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_open, which_aigi
+from common.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    create_local_database,
+    drop_local_database,
+    free_port,
+    port_open,
+    which_aigi,
+)
 from common.queues import STAGES
 
 log = logging.getLogger("aigi.bench")
 REDIS_DB = 8
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _create_local_database() -> str | None:
-    if not port_open("127.0.0.1", 5432):
-        return None
-    import psycopg
-
-    name = f"aigi_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error:
-        return None
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def _drop_local_database(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    with (
-        contextlib.suppress(psycopg.Error),
-        psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn,
-    ):
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Child:
@@ -131,7 +113,7 @@ class BenchStack:
         self.close()
 
     def _start_backing(self) -> None:
-        database_url = _create_local_database()
+        database_url = create_local_database("aigi_bench")
         if database_url is None:
             postgres = EmbeddedPostgres(self.root / "pg")
             postgres.start()
@@ -139,7 +121,7 @@ class BenchStack:
             self._cleanups.append(("postgres", postgres.stop))
             self.backing["postgres"] = "embedded"
         else:
-            self._cleanups.append(("database", lambda: _drop_local_database(database_url)))
+            self._cleanups.append(("database", lambda: drop_local_database(database_url)))
             self.backing["postgres"] = "local 127.0.0.1:5432 (fresh database)"
         if port_open("127.0.0.1", 6379):
             redis_url = f"redis://127.0.0.1:6379/{REDIS_DB}"

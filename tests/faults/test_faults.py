@@ -24,17 +24,9 @@ from common.embedded import EmbeddedPostgres, EmbeddedRedis
 from common.queues import STAGES
 from tests.conftest import WorkerPool
 from tests.helpers import image_bytes, wait_until
-from tests.integration.conftest import ApiUser, make_user, submit
+from tests.integration.conftest import ApiUser, client_for, make_user, submit
 
 JOBS = int(os.environ.get("AIGI_FAULT_JOBS", "3"))
-
-
-def gateway(env: dict[str, str]) -> TestClient:
-    from common.settings import Settings
-    from services.gateway.app import create_app
-
-    settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("AIGI_")})
-    return TestClient(create_app(settings), base_url="http://127.0.0.1:8000")
 
 
 def status_of(client: TestClient, user: ApiUser, job_id: str) -> dict:
@@ -153,7 +145,7 @@ def test_kill_a_worker_mid_task(
                 worker_pool.start(other, name=f"{other}-steady", wait=False)
         victim = worker_pool.start(stage, name=f"{stage}-victim")
         user = make_user(env["AIGI_DATABASE_URL"])
-        client = gateway(env)
+        client = client_for(env)
         callback = {"callback_url": f"{slow.url}/hook"} if stage == "notify" else {}
         ids = [
             submit(client, user, image_bytes(seed=900 + i), **callback).json()["id"]
@@ -227,7 +219,7 @@ def test_redis_restarted_with_its_data_wiped(
     env = {**stack_env, "AIGI_REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"}
     worker_pool.env = env
     user = make_user(env["AIGI_DATABASE_URL"])
-    client = gateway(env)
+    client = client_for(env)
     ids = [submit(client, user, image_bytes(seed=950 + i)).json()["id"] for i in range(JOBS)]
     own_redis.stop()  # every queued message is gone (no persistence)
     own_redis.start()
@@ -272,7 +264,7 @@ def test_postgres_restarted_under_load(
     for stage in STAGES:
         worker_pool.start(stage, name=f"{stage}-pg", wait=False)
     user = make_user(url)
-    client = gateway(env)
+    client = client_for(env)
     ids = [submit(client, user, image_bytes(seed=970 + i)).json()["id"] for i in range(JOBS)]
 
     server = postgres.server

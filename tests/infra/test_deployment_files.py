@@ -733,7 +733,7 @@ def test_two_classify_workers_share_one_queue(
     from common.db.session import session_scope
     from tests.conftest import wait_for_workers
     from tests.helpers import image_bytes, wait_until
-    from tests.integration.conftest import make_user, submit
+    from tests.integration.conftest import client_for, make_user, submit
 
     env = isolated_env
     worker_pool.env = env
@@ -743,7 +743,7 @@ def test_two_classify_workers_share_one_queue(
     wait_for_workers(env, names)
 
     user = make_user(env["AIGI_DATABASE_URL"])
-    client = _client(env)
+    client = client_for(env)
     job_ids = []
     for seed in range(8):
         response = submit(client, user, image_bytes(seed=300 + seed))
@@ -766,18 +766,3 @@ def test_two_classify_workers_share_one_queue(
     share = Counter(workers)
     print(f"classify runs per worker: {dict(share)}")
     assert set(share) == {f"{name}@test" for name in names}, share
-
-
-def _client(env: dict[str, str]) -> Any:
-    from fastapi.testclient import TestClient
-
-    from services.gateway.app import create_app
-
-    settings = Settings(
-        database_url=env["AIGI_DATABASE_URL"],
-        redis_url=env["AIGI_REDIS_URL"],
-        blob_dir=Path(env["AIGI_BLOB_DIR"]),
-        model_path=Path(env["AIGI_MODEL_PATH"]),
-        url_fetch_allow_hosts=env["AIGI_URL_FETCH_ALLOW_HOSTS"],
-    )
-    return TestClient(create_app(settings), base_url="http://127.0.0.1:8000")

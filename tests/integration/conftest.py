@@ -73,3 +73,12 @@ def submit(
         files={"file": ("image.png", data, "image/png")},
         data=fields,
     )
+
+
+def client_for(env: dict[str, str]) -> TestClient:
+    """A gateway app configured from ``env``'s AIGI_* variables (e.g. an isolated Redis)."""
+    from common.settings import Settings
+    from services.gateway.app import create_app
+
+    settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("AIGI_")})
+    return TestClient(create_app(settings), base_url="http://127.0.0.1:8000")

@@ -18,7 +18,7 @@ from common.db.session import session_scope
 from common.queues import STAGES
 from tests.conftest import WorkerPool
 from tests.helpers import image_bytes, wait_until
-from tests.integration.conftest import ApiUser, submit
+from tests.integration.conftest import ApiUser, client_for, submit
 
 pytestmark = pytest.mark.usefixtures("pipeline_workers")
 
@@ -145,7 +145,7 @@ def test_job_survives_sigkill_mid_classify(
     worker_pool.env = env
     victim = worker_pool.start("classify", name="classify-victim")
     user = make_user(env["AIGI_DATABASE_URL"])
-    client = _client(env)
+    client = client_for(env)
     job_id = submit(client, user, image_bytes(seed=5)).json()["id"]
 
     def classify_running() -> bool:
@@ -181,7 +181,7 @@ def test_reconciler_requeues_a_lost_message(
     env = isolated_env
     worker_pool.env = env
     user = make_user(env["AIGI_DATABASE_URL"])
-    client = _client(env)
+    client = client_for(env)
     job_id = submit(client, user, image_bytes(seed=6)).json()["id"]
     redis = Redis.from_url(env["AIGI_REDIS_URL"])
     assert redis.llen("classify") == 1
@@ -195,20 +195,6 @@ def test_reconciler_requeues_a_lost_message(
     assert (job_id, "classify") in report.requeued
     job = poll_done(client, user, job_id, timeout=90)
     assert job["status"] == "done" and job["verdict"] is not None
-
-
-def _client(env: dict[str, str]) -> TestClient:
-    from common.settings import Settings
-    from services.gateway.app import create_app
-
-    settings = Settings(
-        database_url=env["AIGI_DATABASE_URL"],
-        redis_url=env["AIGI_REDIS_URL"],
-        blob_dir=Path(env["AIGI_BLOB_DIR"]),
-        model_path=Path(env["AIGI_MODEL_PATH"]),
-        url_fetch_allow_hosts=env["AIGI_URL_FETCH_ALLOW_HOSTS"],
-    )
-    return TestClient(create_app(settings), base_url="http://127.0.0.1:8000")
 
 
 def test_gradcam_failure_keeps_the_verdict(
@@ -225,7 +211,7 @@ def test_gradcam_failure_keeps_the_verdict(
     worker_pool.env = env
     worker_pool.start("classify", name="classify-gc")
     user = make_user(env["AIGI_DATABASE_URL"])
-    client = _client(env)
+    client = client_for(env)
     data = image_bytes(seed=7)
     job_id = submit(client, user, data).json()["id"]
     wait_until(

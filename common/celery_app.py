@@ -63,7 +63,8 @@ def make_celery(settings: Settings | None = None, stage: str | None = None) -> C
         },
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
+        # Workers publish task events (Flower); producers do not publish "sent"
+        # events, which would double the gateway's messages per job.
         worker_send_task_events=True,
-        task_send_sent_event=True,
     )
     return app

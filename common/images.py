@@ -86,8 +86,26 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
     fmt = str(image.format)
     frames = int(getattr(image, "n_frames", 1) or 1)
     content_type = Image.MIME.get(fmt, "application/octet-stream")
-    to_rgb(image, max_pixels=max_pixels)  # decodes the pixels: catches truncation
+    if image.mode in _PLAIN_MODES:
+        _load_pixels(image)  # decodes the pixels: catches truncation
+    else:
+        to_rgb(image, max_pixels=max_pixels)  # also proves the conversion works
     return ImageInfo(fmt, image.width, image.height, image.mode, frames, content_type)
+
+
+#: Modes whose conversion to RGB cannot fail once the pixels decode.
+_PLAIN_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P", "1"})
+
+
+def _load_pixels(image: Image.Image) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(f"image data is truncated or corrupt: {exc}") from exc
 
 
 def to_rgb(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

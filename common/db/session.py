@@ -21,8 +21,10 @@ def engine_for(url: str) -> Engine:
             engine = create_engine(
                 url,
                 pool_pre_ping=True,
-                pool_size=10,
-                max_overflow=20,
+                # Above the gateway's 40 threadpool threads, so no request waits for
+                # a connection; idle overflow connections are closed again.
+                pool_size=20,
+                max_overflow=30,
                 pool_timeout=5,
                 connect_args={"connect_timeout": 5},
             )

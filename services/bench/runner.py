@@ -166,6 +166,7 @@ def run_load(
     workers: int = 1,
     gateway_processes: int = 1,
     profile: bool = False,
+    worker_nice: int = 10,
 ) -> dict[str, Any]:
     """Start a stack, then the open-loop load generator against its gateway."""
     from services.bench.loadgen import images_needed
@@ -175,7 +176,7 @@ def run_load(
     warm = 2 * workers
     images = synthetic_pngs(images_needed(rates, duration, warm), (64, 64), seed=30_000)
     with checkpoint(model) as (path, entry), BenchStack(path, 1) as stack:
-        stack.ensure_workers(workers)
+        stack.ensure_workers(workers, nice=worker_nice)
         url = stack.ensure_gateway(gateway_processes)
         hook = None
         if profile and stack.gateway is not None:
@@ -191,6 +192,7 @@ def run_load(
             "model": entry.name,
             "workers_per_stage": workers,
             "gateway_processes": gateway_processes,
+            "worker_nice": worker_nice,
             "backing": dict(stack.backing),
             "target": "submit p99 <= 50 ms at 200 req/s, nothing lost",
             "rates": rows,

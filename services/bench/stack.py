@@ -184,21 +184,24 @@ class BenchStack:
         return key
 
     # -- workers --------------------------------------------------------------------
-    def ensure_workers(self, per_stage: int, timeout: float = 120.0) -> None:
+    def ensure_workers(self, per_stage: int, timeout: float = 120.0, nice: int = 0) -> None:
         """Exactly ``per_stage`` live workers per stage (restarted if the count differs)."""
         alive = all(w.process.poll() is None for w in self.workers)
         if self.per_stage == per_stage and alive and self.workers:
             return
         self.stop_workers()
-        self.start_workers(per_stage, timeout)
+        self.start_workers(per_stage, timeout, nice)
 
-    def start_workers(self, per_stage: int = 1, timeout: float = 120.0) -> list[str]:
+    def start_workers(self, per_stage: int = 1, timeout: float = 120.0, nice: int = 0) -> list[str]:
+        """``nice`` > 0 lowers the workers' CPU priority: on one shared machine the
+        gateway's latency matters more than the workers' throughput."""
         self.per_stage += per_stage
         names = []
         for stage in STAGES:
             for index in range(per_stage):
                 name = f"{stage}-{len(self.workers)}-{index}"
                 argv = [
+                    *(["nice", "-n", str(nice)] if nice > 0 else []),
                     *which_aigi(),
                     "worker",
                     stage,

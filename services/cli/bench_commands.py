@@ -129,6 +129,9 @@ def load(
     profile: Annotated[
         bool, typer.Option(help="py-spy the gateway during the highest rate")
     ] = False,
+    worker_nice: Annotated[
+        int, typer.Option(help="CPU priority of the workers (nice); 0 = same as the gateway")
+    ] = 10,
 ) -> None:
     """Start a local stack and drive its gateway with open-loop load."""
     from services.bench.runner import run_load
@@ -136,7 +139,9 @@ def load(
     plan = _plan(out, 1, False)
     plan.timeout = drain_timeout
     parsed = _floats(rates, "--rates")
-    payload = run_load(plan, parsed, duration, model, workers, gateway_processes, profile)
+    payload = run_load(
+        plan, parsed, duration, model, workers, gateway_processes, profile, worker_nice
+    )
     _show(payload, "load")
 
 

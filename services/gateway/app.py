@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from common.blobstore import blob_store_from_settings
 from common.celery_app import make_celery
@@ -67,6 +68,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"detail": "the database is unavailable; retry shortly"},
             status_code=503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def overloaded(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.error("no database connection free: %s", exc)
+        return JSONResponse(
+            {"detail": "the service is overloaded; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     app.include_router(health.router)

@@ -58,16 +58,17 @@ def principal_from_key(state: GatewayState, session: Session, key: str) -> Princ
 def get_principal(
     request: Request,
     state: StateDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    """The caller, from a short-lived session (not one held for the whole request)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = principal_from_key(state, session, credentials.credentials)
+    with session_factory(state.settings.database_url)() as session:
+        principal = principal_from_key(state, session, credentials.credentials)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

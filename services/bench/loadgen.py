@@ -6,12 +6,18 @@ coordinated omission). Submit latency is measured from the scheduled send time (
 separately, from the actual one). After each rate the generator polls every accepted
 job until it is ``done``/``failed``; a job that is neither by the drain deadline is
 *lost*. Each image is unique, so no result is served from the dedup cache.
+
+Submissions go through :class:`~services.bench.rawhttp.RawSender` (requests encoded
+before the clock starts); the generator's own CPU use during the submit phase is
+reported as ``generator_cpu_cores`` so a saturated generator cannot pass for a slow
+gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +26,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+
+from services.bench.rawhttp import RawSender, multipart_job_request
 
 FINAL = ("done", "failed")
 ProfileHook = Callable[[float], contextlib.AbstractContextManager[dict[str, Any]]]
@@ -96,22 +104,50 @@ async def submit_one(
     return result
 
 
+async def submit_raw(sender: RawSender, index: int, request: bytes, scheduled: float) -> Submitted:
+    loop = asyncio.get_running_loop()
+    sent, wall = loop.time(), time.time()
+    result = Submitted(index, scheduled, sent, sent, wall)
+    try:
+        response = await sender.send(request)
+        result.status_code = response.status
+        if response.status in (200, 202):
+            result.job_id = str(json.loads(response.body)["id"])
+        else:
+            result.error = f"HTTP {response.status}"
+    except (TimeoutError, OSError, EOFError, asyncio.LimitOverrunError) as exc:
+        result.error = type(exc).__name__
+    except (ValueError, KeyError) as exc:  # a malformed answer
+        result.error = f"bad response: {type(exc).__name__}"
+    result.answered = loop.time()
+    return result
+
+
 async def open_loop(
-    client: httpx.AsyncClient, images: list[bytes], rate: float, duration: float
-) -> list[Submitted]:
-    """Send ``rate * duration`` submissions at a fixed rate; wait for every answer."""
+    sender: RawSender, key: str, images: list[bytes], rate: float, duration: float
+) -> tuple[list[Submitted], float]:
+    """Send ``rate * duration`` submissions at a fixed rate; wait for every answer.
+
+    Returns the submissions and the cores this process used meanwhile."""
     loop = asyncio.get_running_loop()
     count = max(1, round(rate * duration))
+    # callers pass unique images (images_needed)
+    requests = [
+        multipart_job_request(sender.netloc, key, images[i % len(images)], f"load-{i}.png")
+        for i in range(count)
+    ]
+    cpu, wall = time.process_time(), time.monotonic()
     start = loop.time() + 0.05
     tasks = []
-    for i in range(count):
+    for i, request in enumerate(requests):
         scheduled = start + i / rate
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        data = images[i % len(images)]  # callers pass unique images (images_needed)
-        tasks.append(asyncio.create_task(submit_one(client, i, data, scheduled)))
-    return list(await asyncio.gather(*tasks))
+        tasks.append(asyncio.create_task(submit_raw(sender, i, request, scheduled)))
+    results = list(await asyncio.gather(*tasks))
+    cores = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
+    return results, cores
 
 
 async def burst(
@@ -227,6 +263,8 @@ def client_for(url: str, key: str, connections: int = 512) -> httpx.AsyncClient:
 
 async def run_rate(
     client: httpx.AsyncClient,
+    sender: RawSender,
+    key: str,
     images: list[bytes],
     rate: float,
     duration: float,
@@ -234,8 +272,9 @@ async def run_rate(
     profile: ProfileHook | None = None,
 ) -> dict[str, Any]:
     with profile(duration) if profile else contextlib.nullcontext({}) as profiled:
-        results = await open_loop(client, images, rate, duration)
+        results, generator_cores = await open_loop(sender, key, images, rate, duration)
     submitted = summarize_submissions(results)
+    submitted["generator_cpu_cores"] = round(generator_cores, 2)
     ids = [r.job_id for r in results if r.job_id]
     started = time.monotonic()
     final, lost = await await_completion(client, ids, drain_timeout)
@@ -265,7 +304,8 @@ async def run_load(
     """
     out = []
     cursor = 0
-    async with client_for(url, key) as client:
+    sender = RawSender(url)
+    async with client_for(url, key, connections=64) as client:
         warm = await burst(client, images[len(images) - warm_jobs :], concurrency=warm_jobs)
         await await_completion(client, [r.job_id for r in warm if r.job_id], drain_timeout)
         for rate in rates:
@@ -273,7 +313,10 @@ async def run_load(
             chunk = images[cursor : cursor + count] or images
             cursor += count
             hook = profile if profile is not None and rate == profile_rate else None
-            out.append(await run_rate(client, chunk, rate, duration, drain_timeout, hook))
+            out.append(
+                await run_rate(client, sender, key, chunk, rate, duration, drain_timeout, hook)
+            )
+    await sender.aclose()
     return out
 
 

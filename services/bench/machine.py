@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,47 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def machine_info() -> dict[str, Any]:
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far: by every process, and by this one with its children."""
+
+    wall: float
+    busy_s: float
+    own_s: float
+
+
+def cpu_snapshot() -> CpuSnapshot | None:
+    """Read ``/proc/stat`` and ``os.times``; None where there is no ``/proc``."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(value) for value in fields]
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    busy = sum(ticks[:3]) + sum(ticks[5:8])
+    own = os.times()
+    return CpuSnapshot(
+        wall=time.monotonic(),
+        busy_s=busy / os.sysconf("SC_CLK_TCK"),
+        own_s=own.user + own.system + own.children_user + own.children_system,
+    )
+
+
+def other_cores(since: CpuSnapshot | None) -> float | None:
+    """Cores used by processes other than the benchmark (and its workers) since ``since``.
+
+    The load average cannot tell this: a benchmark that uses both cores shows load 2
+    on an idle machine. Children count once reaped, which every benchmark stack does
+    before its result is recorded.
+    """
+    now = cpu_snapshot()
+    if since is None or now is None or now.wall <= since.wall:
+        return None
+    others = (now.busy_s - since.busy_s) - (now.own_s - since.own_s)
+    return max(0.0, others / (now.wall - since.wall))
+
+
+def machine_info(since: CpuSnapshot | None = None) -> dict[str, Any]:
     import torch
 
     cores = os.cpu_count() or 1
@@ -78,11 +119,14 @@ def machine_info() -> dict[str, Any]:
         "git_commit": _git_commit(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if load1 > 0.5 * cores:
-        info["warning"] = (
-            f"the machine was busy when this ran (load {load1:.1f} on {cores} cores): "
-            "timings are not representative"
-        )
+    others = other_cores(since)
+    if others is not None:
+        info["other_processes_cores"] = round(others, 2)
+        if others > 0.25 * cores:
+            info["warning"] = (
+                f"other processes used {others:.1f} of {cores} cores while this ran: "
+                "timings are not representative"
+            )
     return info
 
 

@@ -133,10 +133,11 @@ def _load(result: dict[str, Any]) -> list[str]:
                 r["lost"],
                 r["completion_rate_jobs_per_s"],
                 r["end_to_end_ms"]["p50"],
+                r.get("generator_cpu_cores"),
             ]
         )
     header = ["rate req/s", "achieved", "submit p50 ms", "p95", "p99", "errors", "done", "lost"]
-    lines = _table([*header, "completed jobs/s", "e2e p50 ms"], rows)
+    lines = _table([*header, "completed jobs/s", "e2e p50 ms", "generator cores"], rows)
     for r in result["rates"]:
         profile = r.get("profile") or {}
         if profile.get("own_code_inclusive"):

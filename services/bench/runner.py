@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.bench.machine import cuda_available, default_threads, machine_info, set_threads
+from services.bench.machine import (
+    CpuSnapshot,
+    cpu_snapshot,
+    cuda_available,
+    default_threads,
+    machine_info,
+    set_threads,
+)
 from services.bench.models import (
     BenchModel,
     bench_images,
@@ -98,13 +105,16 @@ def checkpoint(name: str) -> Iterator[tuple[Path, BenchModel]]:
         yield save_checkpoint(entry.model, Path(tmp) / entry.name), entry
 
 
-def _record(plan: Plan, name: str, result: dict[str, Any]) -> dict[str, Any]:
-    machine = machine_info()
+def _record(
+    plan: Plan, name: str, result: dict[str, Any], since: CpuSnapshot | None
+) -> dict[str, Any]:
+    machine = machine_info(since)
     write_result(name, result, machine, plan.out_dir)
     return {"machine": machine, name: result}
 
 
 def run_classify(plan: Plan) -> dict[str, Any]:
+    since = cpu_snapshot()
     from services.bench.classify import bench_classify
 
     set_threads(plan.threads)
@@ -117,18 +127,22 @@ def run_classify(plan: Plan) -> dict[str, Any]:
         return data[: plan.classify_vit_images if vit else plan.classify_images]
 
     result = bench_classify(models, data_for, plan.batch_size, plan.repeats, plan.devices)
-    return _record(plan, "classify", {"images": described, "models": result})
+    return _record(plan, "classify", {"images": described, "models": result}, since)
 
 
 def run_gradcam(plan: Plan) -> dict[str, Any]:
+    since = cpu_snapshot()
     from services.bench.gradcam import bench_gradcam
 
     set_threads(plan.threads)
     models = [model_named(n) for n in plan.gradcam_models]
-    return _record(plan, "gradcam", bench_gradcam(models, plan.gradcam_repeats, plan.devices))
+    return _record(
+        plan, "gradcam", bench_gradcam(models, plan.gradcam_repeats, plan.devices), since
+    )
 
 
 def run_queue(plan: Plan) -> dict[str, Any]:
+    since = cpu_snapshot()
     from services.bench.queue import bench_queue
 
     set_threads(plan.threads)
@@ -145,17 +159,18 @@ def run_queue(plan: Plan) -> dict[str, Any]:
                     raise
                 results[device] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     result = results["cpu"] | {k: v for k, v in results.items() if k != "cpu"}
-    return _record(plan, "queue_overhead", result)
+    return _record(plan, "queue_overhead", result, since)
 
 
 def run_scaling(plan: Plan) -> dict[str, Any]:
+    since = cpu_snapshot()
     from services.bench.scaling import bench_scaling
 
     count = plan.scaling_jobs * len(plan.scaling_workers) + 2 * sum(plan.scaling_workers)
     images = synthetic_pngs(count, (64, 64), seed=20_000)
     with checkpoint(plan.scaling_model) as (path, entry), BenchStack(path, 1) as stack:
         result = bench_scaling(stack, images, plan.scaling_workers, plan.timeout, entry.name)
-    return _record(plan, "scaling", result)
+    return _record(plan, "scaling", result, since)
 
 
 def run_load(
@@ -169,6 +184,7 @@ def run_load(
     worker_nice: int = 10,
 ) -> dict[str, Any]:
     """Start a stack, then the open-loop load generator against its gateway."""
+    since = cpu_snapshot()
     from services.bench.loadgen import images_needed
     from services.bench.loadgen import run_load as generate
     from services.bench.profile import pyspy_record
@@ -197,7 +213,7 @@ def run_load(
             "target": "submit p99 <= 50 ms at 200 req/s, nothing lost",
             "rates": rows,
         }
-    return _record(plan, "load", result)
+    return _record(plan, "load", result, since)
 
 
 RUNNERS = {

@@ -143,14 +143,14 @@ def run_gradcam(plan: Plan) -> dict[str, Any]:
 
 def run_queue(plan: Plan) -> dict[str, Any]:
     since = cpu_snapshot()
-    from services.bench.queue import bench_queue
+    from services.bench.queue import RECEIVER_ENV, bench_queue
 
     set_threads(plan.threads)
     images = synthetic_pngs(plan.queue_images + plan.queue_warmup, (256, 256), seed=10_000)
     results: dict[str, Any] = {}
     with checkpoint(plan.queue_model) as (path, entry):
         for device in plan.devices:
-            extra = {"AIGI_MODEL_DEVICE": device}
+            extra = {"AIGI_MODEL_DEVICE": device, **RECEIVER_ENV}
             try:
                 with BenchStack(path, plan.threads, extra_env=extra) as stack:
                     results[device] = bench_queue(stack, images, plan.queue_warmup, entry.name)

@@ -17,7 +17,7 @@ from services.bench.classify import bench_cuda
 from services.bench.gradcam import bench_bf16
 from services.bench.loadgen import images_needed, percentiles, run_load
 from services.bench.models import synthetic_pngs, tiny_detector
-from services.bench.queue import bench_queue
+from services.bench.queue import RECEIVER_ENV, bench_queue
 from services.bench.report import load_results, render_summary, write_result
 from services.bench.runner import Plan, run_classify, run_gradcam
 from services.bench.scaling import bench_scaling
@@ -83,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchStack]:
 
     folder = save_checkpoint(tiny_detector(), tmp_path_factory.mktemp("bench-ckpt") / "tiny")
     torch.set_num_threads(1)
-    with BenchStack(folder, torch_threads=1) as running:
+    with BenchStack(folder, torch_threads=1, extra_env=RECEIVER_ENV) as running:
         yield running
 
 

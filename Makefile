@@ -56,7 +56,7 @@ bench-load:
 
 # Long versions of the fault and fuzz suites.
 soak:
-	AIGI_FAULT_JOBS=25 AIGI_FUZZ_EXAMPLES=600 AIGI_FUZZ_MIN_REQUESTS=5000 $(BIN)/pytest tests/faults tests/integration/test_fuzz_openapi.py -q
+	AIGI_FAULT_JOBS=25 AIGI_FUZZ_EXAMPLES=600 AIGI_FUZZ_MIN_REQUESTS=5000 $(BIN)/pytest tests/faults tests/integration/test_fuzz_openapi.py -q --timeout 1200
 
 train-shipped:
 	$(BIN)/aigi prepare ../shared/data/cifake-train.tar.gz data/cifake

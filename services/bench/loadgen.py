@@ -170,12 +170,13 @@ async def await_completion(
     timeout: float,
     interval: float = 0.25,
     miss_limit: int = 8,
+    final_pass_concurrency: int = 32,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Final views of the jobs that finished, and the ids that did not by ``timeout``.
 
     Jobs finish roughly in submission order, so each round walks the pending ids in
     order and stops after ``miss_limit`` unfinished ones: polling costs O(jobs), not
-    O(jobs x rounds). The last pass looks at every pending id.
+    O(jobs x rounds). The last pass looks at every pending id, many at a time.
     """
     pending = list(job_ids)
     final: dict[str, dict[str, Any]] = {}
@@ -203,8 +204,14 @@ async def await_completion(
         pending = still
         if pending:
             await asyncio.sleep(interval)
-    pending = [job_id for job_id in pending if not await check(job_id)]
-    return final, pending
+    gate = asyncio.Semaphore(final_pass_concurrency)
+
+    async def last_look(job_id: str) -> bool:
+        async with gate:
+            return await check(job_id)
+
+    finished = await asyncio.gather(*(last_look(job_id) for job_id in pending))
+    return final, [job_id for job_id, done in zip(pending, finished, strict=True) if not done]
 
 
 def summarize_submissions(results: list[Submitted]) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from tests.helpers import image_bytes, wait_until
 from tests.integration.conftest import ApiUser, client_for, make_user, submit
 
 JOBS = int(os.environ.get("AIGI_FAULT_JOBS", "3"))
+# One rescuer works through the slow stage's jobs one at a time (6 s each at most).
+RESCUE_SECONDS = 120 + 8 * JOBS
 
 
 def status_of(client: TestClient, user: ApiUser, job_id: str) -> dict:
@@ -166,7 +168,7 @@ def test_kill_a_worker_mid_task(
         wait_until(victim_busy, 90, interval=0.05, message=f"{stage} to be mid-task")
         victim.kill()
         worker_pool.start(stage, name=f"{stage}-rescuer", wait=False)
-        jobs = all_done(client, user, ids, timeout=150)
+        jobs = all_done(client, user, ids, timeout=RESCUE_SECONDS)
         assert all(j["status"] == "done" for j in jobs), jobs
         assert_nothing_lost(client, user, ids)
         if stage == "notify":
@@ -190,7 +192,7 @@ def test_kill_a_worker_mid_task(
             # The scheduler would send due retries; run its tick until every delivery lands.
             wait_until(
                 lambda: reconcile(WorkerContext(settings), make_celery(settings)) and delivered(),
-                150,
+                RESCUE_SECONDS,
                 interval=1.0,
                 message="all webhook deliveries",
             )

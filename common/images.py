@@ -8,8 +8,10 @@ alpha) is converted to 8-bit RGB.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -80,6 +82,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = previous
 
 
+#: Modes whose conversion to RGB cannot fail once the pixels decode.
+_PLAIN_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P", "1"})
+
+
 def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Validate ``data`` fully (header and pixel data) and describe it."""
     image = _open(data, max_pixels)
@@ -87,21 +93,21 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
     frames = int(getattr(image, "n_frames", 1) or 1)
     content_type = Image.MIME.get(fmt, "application/octet-stream")
     if image.mode in _PLAIN_MODES:
-        _load_pixels(image)  # decodes the pixels: catches truncation
+        with _pixel_errors():
+            image.load()  # decodes the pixels: catches truncation
     else:
         to_rgb(image, max_pixels=max_pixels)  # also proves the conversion works
     return ImageInfo(fmt, image.width, image.height, image.mode, frames, content_type)
 
 
-#: Modes whose conversion to RGB cannot fail once the pixels decode.
-_PLAIN_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P", "1"})
-
-
-def _load_pixels(image: Image.Image) -> None:
+@contextlib.contextmanager
+def _pixel_errors() -> Iterator[None]:
+    """Decoding pixels: a decompression-bomb warning, truncation or corruption becomes an
+    :class:`ImageDecodeError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -110,28 +116,22 @@ def _load_pixels(image: Image.Image) -> None:
 
 def to_rgb(image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """First frame, EXIF orientation applied, 8-bit RGB (alpha composited on white)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.seek(0)
-            image.load()
-            frame = ImageOps.exif_transpose(image) or image
-            mode = frame.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                frame = frame.point(lambda v: v / 256).convert("L")
-            elif mode == "F":
-                frame = frame.convert("L")
-            if frame.mode == "P":
-                frame = frame.convert("RGBA")
-            if frame.mode in ("RGBA", "LA", "PA"):
-                rgba = frame.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                frame = Image.alpha_composite(background, rgba)
-            return frame.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageDecodeError(f"image data is truncated or corrupt: {exc}") from exc
+    with _pixel_errors():
+        image.seek(0)
+        image.load()
+        frame = ImageOps.exif_transpose(image) or image
+        mode = frame.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I"):
+            frame = frame.point(lambda v: v / 256).convert("L")
+        elif mode == "F":
+            frame = frame.convert("L")
+        if frame.mode == "P":
+            frame = frame.convert("RGBA")
+        if frame.mode in ("RGBA", "LA", "PA"):
+            rgba = frame.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            frame = Image.alpha_composite(background, rgba)
+        return frame.convert("RGB")
 
 
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,4 +1,4 @@
-"""An open-loop HTTP load generator for the gateway (asyncio + httpx).
+"""An open-loop HTTP load generator for the gateway (raw HTTP/1.1 submits, httpx polls).
 
 Open loop: request *i* of a rate *r* is sent at ``start + i / r`` whether or not the
 earlier ones have answered, so a slow gateway cannot slow the arrivals down (no
@@ -81,30 +81,7 @@ def finished_timestamp(view: dict[str, Any]) -> float | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-async def submit_one(
-    client: httpx.AsyncClient, index: int, data: bytes, scheduled: float, explain: bool = True
-) -> Submitted:
-    loop = asyncio.get_running_loop()
-    sent, wall = loop.time(), time.time()
-    result = Submitted(index, scheduled, sent, sent, wall)
-    try:
-        response = await client.post(
-            "/v1/jobs",
-            files={"file": (f"load-{index}.png", data, "image/png")},
-            data={"explain": "true" if explain else "false"},
-        )
-        result.status_code = response.status_code
-        if response.status_code in (200, 202):
-            result.job_id = str(response.json()["id"])
-        else:
-            result.error = f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
-        result.error = type(exc).__name__
-    result.answered = loop.time()
-    return result
-
-
-async def submit_raw(sender: RawSender, index: int, request: bytes, scheduled: float) -> Submitted:
+async def submit(sender: RawSender, index: int, request: bytes, scheduled: float) -> Submitted:
     loop = asyncio.get_running_loop()
     sent, wall = loop.time(), time.time()
     result = Submitted(index, scheduled, sent, sent, wall)
@@ -144,22 +121,23 @@ async def open_loop(
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(submit_raw(sender, i, request, scheduled)))
+        tasks.append(asyncio.create_task(submit(sender, i, request, scheduled)))
     results = list(await asyncio.gather(*tasks))
     cores = (time.process_time() - cpu) / max(1e-9, time.monotonic() - wall)
     return results, cores
 
 
 async def burst(
-    client: httpx.AsyncClient, images: list[bytes], concurrency: int = 8
+    sender: RawSender, key: str, images: list[bytes], concurrency: int = 8
 ) -> list[Submitted]:
-    """Submit every image as fast as ``concurrency`` connections allow."""
+    """Submit every image as fast as ``concurrency`` requests in flight allow."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int, data: bytes) -> Submitted:
+        request = multipart_job_request(sender.netloc, key, data, f"burst-{i}.png")
         async with gate:
-            return await submit_one(client, i, data, loop.time())
+            return await submit(sender, i, request, loop.time())
 
     return list(await asyncio.gather(*(one(i, d) for i, d in enumerate(images))))
 
@@ -259,7 +237,7 @@ def summarize_completion(
     }
 
 
-def client_for(url: str, key: str, connections: int = 512) -> httpx.AsyncClient:
+def client_for(url: str, key: str, connections: int = 64) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=url,
         headers={"Authorization": f"Bearer {key}"},
@@ -312,8 +290,8 @@ async def run_load(
     out = []
     cursor = 0
     sender = RawSender(url)
-    async with client_for(url, key, connections=64) as client:
-        warm = await burst(client, images[len(images) - warm_jobs :], concurrency=warm_jobs)
+    async with client_for(url, key) as client:
+        warm = await burst(sender, key, images[len(images) - warm_jobs :], warm_jobs)
         await await_completion(client, [r.job_id for r in warm if r.job_id], drain_timeout)
         for rate in rates:
             count = max(1, round(rate * duration))

@@ -18,12 +18,17 @@ from services.bench.loadgen import (
     summarize_completion,
     summarize_submissions,
 )
+from services.bench.rawhttp import RawSender
 from services.bench.stack import BenchStack
 
 
 async def _batch(url: str, key: str, images: list[bytes], timeout: float) -> dict[str, Any]:
+    sender = RawSender(url, max_connections=16)
+    try:
+        results = await burst(sender, key, images)
+    finally:
+        await sender.aclose()
     async with client_for(url, key, connections=16) as client:
-        results = await burst(client, images)
         final, lost = await await_completion(
             client, [r.job_id for r in results if r.job_id], timeout
         )

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     url_fetch_allow_hosts: str = ""
     url_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="how long a gateway process trusts a key it has looked up; a revoked "
+        "key is refused by every process within this time (0 = look up on every request)",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -18,6 +18,7 @@ from common.celery_app import make_celery
 from common.detector.config import model_id_of
 from common.netguard import policy_for
 from common.settings import Settings, get_settings
+from services.gateway.authcache import PrincipalCache
 from services.gateway.dashboard import STATIC_DIR, STATIC_PATH
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.routes import dashboard, deliveries, health, jobs, reviews
@@ -47,6 +48,7 @@ def build_state(settings: Settings) -> GatewayState:
         url_policy=policy_for(settings.allowed_fetch_hosts),
         rate_limiter=TokenBucket(redis, settings.rate_limit_per_minute, settings.rate_limit_burst),
         model_id=model_id_of(settings.model_path),
+        principals=PrincipalCache(settings.auth_cache_seconds),
     )
 
 

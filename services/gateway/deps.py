@@ -60,15 +60,21 @@ def get_principal(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The caller, from a short-lived session (not one held for the whole request)."""
+    """The caller: remembered for ``auth_cache_seconds`` by this process, else looked up
+    in a short-lived session (not one held for the whole request)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    with session_factory(state.settings.database_url)() as session:
-        principal = principal_from_key(state, session, credentials.credentials)
+    key = credentials.credentials
+
+    def load() -> Principal | None:
+        with session_factory(state.settings.database_url)() as session:
+            return principal_from_key(state, session, key)
+
+    principal = state.principals.lookup(key, load)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

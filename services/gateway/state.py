@@ -10,6 +10,7 @@ from redis import Redis
 from common.blobstore import BlobStore
 from common.netguard import URLPolicy
 from common.settings import Settings
+from services.gateway.authcache import PrincipalCache
 from services.gateway.ratelimit import TokenBucket
 
 
@@ -22,3 +23,4 @@ class GatewayState:
     url_policy: URLPolicy
     rate_limiter: TokenBucket
     model_id: str
+    principals: PrincipalCache

@@ -18,20 +18,28 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.netguard import UnsafeURLError, URLPolicy, forbidden_reason
 from tests.helpers import image_bytes, wait_until
-from tests.integration.conftest import ApiUser, make_user, submit
+from tests.integration.conftest import ApiUser, client_for, make_user, submit
 
 
 # ------------------------------------------------------------------------------ keys
-def test_revoked_key_gets_401(client: TestClient, user: ApiUser, stack_env: dict) -> None:
+def test_revoked_key_gets_401(user: ApiUser, stack_env: dict) -> None:
+    """Refused once this process's memory of the key runs out (auth_cache_seconds)."""
     from common.db.session import session_scope
     from common.tenants import authenticate, revoke_key
 
-    assert client.get("/v1/jobs", headers=user.headers).status_code == 200
+    fast_expiry = client_for({**stack_env, "AIGI_AUTH_CACHE_SECONDS": "0.5"})
+    assert fast_expiry.get("/v1/jobs", headers=user.headers).status_code == 200
     with session_scope(stack_env["AIGI_DATABASE_URL"]) as session:
         principal = authenticate(session, user.key)
         assert principal is not None
         revoke_key(session, str(principal.key_id))
-    response = client.get("/v1/jobs", headers=user.headers)
+    wait_until(
+        lambda: fast_expiry.get("/v1/jobs", headers=user.headers).status_code == 401,
+        timeout=10,
+        interval=0.1,
+        message="the revoked key to be refused",
+    )
+    response = fast_expiry.get("/v1/jobs", headers=user.headers)
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
 
 

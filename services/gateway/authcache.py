@@ -1,0 +1,59 @@
+"""A per-process memory of recently authenticated API keys.
+
+Looking a key up costs a pool checkout and a query on every request (about 1.2 ms of
+the gateway's CPU on a 2-core machine, a sixth of a submission). Keys change rarely,
+so each gateway process remembers a successful lookup for ``ttl`` seconds. The price
+is the revocation delay: a key revoked elsewhere (``aigi key revoke``, another
+process) is refused by this process at most ``ttl`` seconds later. Unknown and revoked
+keys are never remembered, so a new key works at once and a guessed key always costs a
+lookup. Entries are keyed by the key's SHA-256, never the key itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from common.tenants import Principal, hash_key
+
+
+class PrincipalCache:
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
+        """The principal for ``key``: remembered, or ``load()``-ed (and remembered when
+        found). ``load`` runs outside the lock; two threads may both load a new key."""
+        if self.ttl <= 0:
+            return load()
+        digest = hash_key(key)
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None and entry[0] > now:
+                return entry[1]
+        principal = load()
+        with self._lock:
+            if principal is None:
+                self._entries.pop(digest, None)
+            else:
+                self._entries[digest] = (now + self.ttl, principal)
+                self._entries.move_to_end(digest)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return principal
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

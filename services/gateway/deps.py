@@ -21,14 +21,16 @@ log = logging.getLogger("aigi.gateway")
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer aigi_...`")
 
 
-def get_state(request: Request) -> GatewayState:
+# Non-blocking dependencies are ``async def``: FastAPI runs a plain ``def`` dependency
+# in its threadpool, a thread hop per request for an attribute read.
+async def get_state(request: Request) -> GatewayState:
     return request.app.state.gateway
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 

@@ -52,7 +52,7 @@ bench:
 # Open-loop load against the real stack: submit latency percentiles and completion
 # (add --profile to py-spy the gateway at the highest rate; it costs CPU itself).
 bench-load:
-	$(BIN)/aigi bench load --rates 50,100,200 --duration 10 --gateway-processes 2 --worker-nice 19
+	$(BIN)/aigi bench load --rates 50,100,200 --duration 10 --warmup 3 --gateway-processes 2 --worker-nice 19
 
 # Long versions of the fault and fuzz suites.
 soak:

@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--key", required=True, help="API key (aigi key create ...)")
     parser.add_argument("--rates", default="50,100,200", help="requests/s, comma-separated")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds at each rate before measuring"
+    )
     parser.add_argument("--drain-timeout", type=float, default=600.0)
     parser.add_argument("--image-size", type=int, default=64, help="side of the PNGs sent")
     parser.add_argument(
@@ -42,9 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     size = (args.image_size, args.image_size)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    images = synthetic_pngs(images_needed(rates, args.duration), size, seed=seed * 10_000)
+    needed = images_needed(rates, args.duration, warmup=args.warmup)
+    images = synthetic_pngs(needed, size, seed=seed * 10_000)
     rows = asyncio.run(
-        run_load(args.url, args.key, rates, args.duration, images, args.drain_timeout)
+        run_load(
+            args.url,
+            args.key,
+            rates,
+            args.duration,
+            images,
+            args.drain_timeout,
+            warmup=args.warmup,
+        )
     )
     machine = machine_info()
     result = {"url": args.url, "rates": rows}

@@ -255,11 +255,23 @@ async def run_rate(
     duration: float,
     drain_timeout: float,
     profile: ProfileHook | None = None,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
-    with profile(duration) if profile else contextlib.nullcontext({}) as profiled:
-        results, generator_cores = await open_loop(sender, key, images, rate, duration)
-    submitted = summarize_submissions(results)
+    """One open loop of ``warmup + duration`` seconds at ``rate``.
+
+    Latency counts only the submissions after the first ``warmup`` seconds (the
+    gateway's connection pools and threads grow under the new load meanwhile); the
+    schedule does not pause in between, so a backlog built during the warm-up still
+    shows. Every job, warm-up included, is followed to the end for done/lost."""
+    with profile(warmup + duration) if profile else contextlib.nullcontext({}) as profiled:
+        results, generator_cores = await open_loop(sender, key, images, rate, warmup + duration)
+    warm_count = min(len(results) - 1, round(rate * warmup))
+    measured = results[warm_count:]
+    submitted = summarize_submissions(measured)
     submitted["generator_cpu_cores"] = round(generator_cores, 2)
+    submitted["warmup_s"] = warmup
+    submitted["warmup_submissions"] = warm_count
+    submitted["warmup_errors"] = sum(1 for r in results[:warm_count] if not r.ok)
     ids = [r.job_id for r in results if r.job_id]
     started = time.monotonic()
     final, lost = await await_completion(client, ids, drain_timeout)
@@ -281,8 +293,10 @@ async def run_load(
     profile: ProfileHook | None = None,
     profile_rate: float | None = None,
     warm_jobs: int = 1,
+    warmup: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Each rate in turn: an open-loop submit phase, then a drain (the next rate waits).
+    """Each rate in turn: an open-loop submit phase (after ``warmup`` seconds at the
+    same rate), then a drain (the next rate waits).
 
     ``images[-warm_jobs:]`` first go through the whole pipeline, so every worker has
     loaded its model before the first rate starts.
@@ -294,17 +308,22 @@ async def run_load(
         warm = await burst(sender, key, images[len(images) - warm_jobs :], warm_jobs)
         await await_completion(client, [r.job_id for r in warm if r.job_id], drain_timeout)
         for rate in rates:
-            count = max(1, round(rate * duration))
+            count = max(1, round(rate * (warmup + duration)))
             chunk = images[cursor : cursor + count] or images
             cursor += count
             hook = profile if profile is not None and rate == profile_rate else None
             out.append(
-                await run_rate(client, sender, key, chunk, rate, duration, drain_timeout, hook)
+                await run_rate(
+                    client, sender, key, chunk, rate, duration, drain_timeout, hook, warmup
+                )
             )
     await sender.aclose()
     return out
 
 
-def images_needed(rates: list[float], duration: float, warm_jobs: int = 1) -> int:
-    """Unique images for every submission of every rate, plus the warm-up ones."""
-    return sum(max(1, round(rate * duration)) for rate in rates) + warm_jobs
+def images_needed(
+    rates: list[float], duration: float, warm_jobs: int = 1, warmup: float = 0.0
+) -> int:
+    """Unique images for every submission of every rate (warm-up seconds included),
+    plus the jobs that warm the workers."""
+    return sum(max(1, round(rate * (warmup + duration))) for rate in rates) + warm_jobs

@@ -138,6 +138,13 @@ def _load(result: dict[str, Any]) -> list[str]:
         )
     header = ["rate req/s", "achieved", "submit p50 ms", "p95", "p99", "errors", "done", "lost"]
     lines = _table([*header, "completed jobs/s", "e2e p50 ms", "generator cores"], rows)
+    warmups = {r.get("warmup_s") for r in result["rates"]}
+    if warmups - {None, 0}:
+        lines += [
+            "",
+            f"Latency after {', '.join(_fmt(w) for w in sorted(warmups - {None}))} s at each "
+            "rate (warm-up); done/lost count every job, warm-up included.",
+        ]
     for r in result["rates"]:
         profile = r.get("profile") or {}
         if profile.get("own_code_inclusive"):

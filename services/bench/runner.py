@@ -182,6 +182,7 @@ def run_load(
     gateway_processes: int = 1,
     profile: bool = False,
     worker_nice: int = 10,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
     """Start a stack, then the open-loop load generator against its gateway."""
     since = cpu_snapshot()
@@ -190,7 +191,7 @@ def run_load(
     from services.bench.profile import pyspy_record
 
     warm = 2 * workers
-    images = synthetic_pngs(images_needed(rates, duration, warm), (64, 64), seed=30_000)
+    images = synthetic_pngs(images_needed(rates, duration, warm, warmup), (64, 64), seed=30_000)
     with checkpoint(model) as (path, entry), BenchStack(path, 1) as stack:
         stack.ensure_workers(workers, nice=worker_nice)
         url = stack.ensure_gateway(gateway_processes)
@@ -202,13 +203,25 @@ def run_load(
                 return pyspy_record(pid, seconds, out)
 
         rows = asyncio.run(
-            generate(url, stack.key, rates, duration, images, plan.timeout, hook, max(rates), warm)
+            generate(
+                url,
+                stack.key,
+                rates,
+                duration,
+                images,
+                plan.timeout,
+                hook,
+                max(rates),
+                warm,
+                warmup,
+            )
         )
         result = {
             "model": entry.name,
             "workers_per_stage": workers,
             "gateway_processes": gateway_processes,
             "worker_nice": worker_nice,
+            "warmup_s": warmup,
             "backing": dict(stack.backing),
             "target": "submit p99 <= 50 ms at 200 req/s, nothing lost",
             "rates": rows,

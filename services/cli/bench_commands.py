@@ -132,6 +132,14 @@ def load(
     worker_nice: Annotated[
         int, typer.Option(help="CPU priority of the workers (nice); 0 = same as the gateway")
     ] = 10,
+    warmup: Annotated[
+        float,
+        typer.Option(
+            help="seconds at each rate before latency is measured (those jobs are still "
+            "followed for done/lost)",
+            min=0,
+        ),
+    ] = 3.0,
 ) -> None:
     """Start a local stack and drive its gateway with open-loop load."""
     from services.bench.runner import run_load
@@ -140,7 +148,7 @@ def load(
     plan.timeout = drain_timeout
     parsed = _floats(rates, "--rates")
     payload = run_load(
-        plan, parsed, duration, model, workers, gateway_processes, profile, worker_nice
+        plan, parsed, duration, model, workers, gateway_processes, profile, worker_nice, warmup
     )
     _show(payload, "load")
 

@@ -1,0 +1,125 @@
+"""CPU per submission: the gateway's and Postgres's, one request at a time.
+
+    python scripts/gateway_cpu.py [--requests 400] [--image-size 64]
+
+Starts a bench stack (no workers), one gateway process, and sends unique PNGs one
+after another over a keep-alive connection. CPU comes from ``/proc/<pid>/stat`` of the
+gateway and of every ``postgres`` process (the whole server: other databases' work
+counts too, so run it on an otherwise idle machine). One request at a time measures
+cost, not queueing: compare commits on the same day (this VM's speed drifts), e.g.
+``git stash`` / rerun / ``git stash pop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+from common.detector.config import SHIPPED_MODEL
+from services.bench.models import synthetic_pngs
+from services.bench.rawhttp import RawSender, multipart_job_request
+from services.bench.stack import BenchStack
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICK
+
+
+def pids_named(prefix: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().startswith(prefix):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+async def measure(url: str, key: str, requests: list[bytes], warm: int, gateway: list[int]) -> dict:
+    sender = RawSender(url)
+    try:
+        for request in requests[:warm]:
+            if (await sender.send(request)).status != 202:
+                raise RuntimeError("warm-up submission refused")
+        postgres = pids_named("postgres")
+        gateway_0, postgres_0, wall_0 = (
+            cpu_seconds(gateway),
+            cpu_seconds(postgres),
+            time.monotonic(),
+        )
+        for request in requests[warm:]:
+            response = await sender.send(request)
+            if response.status != 202:
+                raise RuntimeError(
+                    f"submission answered {response.status}: {response.body[:200]!r}"
+                )
+        wall = time.monotonic() - wall_0
+        count = len(requests) - warm
+        return {
+            "requests": count,
+            "wall_ms_per_request": round(wall / count * 1000, 2),
+            "gateway_cpu_ms_per_request": round(
+                (cpu_seconds(gateway) - gateway_0) / count * 1000, 2
+            ),
+            "postgres_cpu_ms_per_request": round(
+                (cpu_seconds(pids_named("postgres")) - postgres_0) / count * 1000, 2
+            ),
+        }
+    finally:
+        await sender.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--warm", type=int, default=50, help="unmeasured submissions first")
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    images = synthetic_pngs(args.warm + args.requests, (args.image_size,) * 2, seed=50_000)
+    with BenchStack(SHIPPED_MODEL) as stack:
+        url = stack.start_gateway(1)
+        assert stack.gateway is not None
+        host = url.split("//", 1)[1]
+        requests = [
+            multipart_job_request(host, stack.key, data, f"cpu-{i}.png")
+            for i, data in enumerate(images)
+        ]
+        gateway = process_tree(stack.gateway.pid)
+        result = asyncio.run(measure(url, stack.key, requests, args.warm, gateway))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

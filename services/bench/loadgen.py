@@ -304,7 +304,7 @@ async def run_load(
     out = []
     cursor = 0
     sender = RawSender(url)
-    async with client_for(url, key) as client:
+    async with client_for(url, key) as client, contextlib.aclosing(sender):
         warm = await burst(sender, key, images[len(images) - warm_jobs :], warm_jobs)
         await await_completion(client, [r.job_id for r in warm if r.job_id], drain_timeout)
         for rate in rates:
@@ -317,7 +317,6 @@ async def run_load(
                     client, sender, key, chunk, rate, duration, drain_timeout, hook, warmup
                 )
             )
-    await sender.aclose()
     return out
 
 

@@ -53,7 +53,3 @@ class PrincipalCache:
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
         return principal
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()

@@ -48,7 +48,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def principal_from_key(state: GatewayState, session: Session, key: str) -> Principal | None:
+def principal_from_key(session: Session, key: str) -> Principal | None:
     try:
         return authenticate(session, key)
     except OperationalError as exc:
@@ -74,7 +74,7 @@ def get_principal(
 
     def load() -> Principal | None:
         with session_factory(state.settings.database_url)() as session:
-            return principal_from_key(state, session, key)
+            return principal_from_key(session, key)
 
     principal = state.principals.lookup(key, load)
     if principal is None:

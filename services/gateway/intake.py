@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,9 +32,10 @@ from common.tenants import Principal
 log = logging.getLogger("aigi.gateway")
 
 # The image row (a no-op when these bytes are known), then the job, unless the bytes
-# were known and a finished job to copy exists (see JobIntake._cached_result, which
-# finds the same one). All statements of a WITH see one snapshot; ``new_image`` is
-# empty when the image row already existed.
+# were known and this tenant has a finished job for them and this model to copy: then
+# the newest such job's id comes back instead (``reusable_id``) and nothing is
+# inserted. All statements of a WITH see one snapshot; ``new_image`` is empty when the
+# image row already existed. Exactly one row comes back.
 _INSERT_QUEUED_JOB = text(
     """
     WITH new_image AS (
@@ -43,17 +44,21 @@ _INSERT_QUEUED_JOB = text(
         ON CONFLICT (sha256) DO NOTHING
         RETURNING sha256
     ), reusable AS (
-        SELECT 1 FROM jobs
+        SELECT id FROM jobs
         WHERE :use_cache AND NOT EXISTS (SELECT 1 FROM new_image)
           AND tenant_id = :tenant_id AND image_sha256 = :sha256 AND model_id = :model_id
           AND status = :done AND (explain OR NOT :explain)
+        ORDER BY created_at DESC
         LIMIT 1
+    ), inserted AS (
+        INSERT INTO jobs (id, tenant_id, status, image_sha256, source_url, explain,
+                          callback_url, reconcile_count)
+        SELECT :id, :tenant_id, :status, :sha256, :source_url, :explain, :callback_url, 0
+        WHERE NOT EXISTS (SELECT 1 FROM reusable)
+        RETURNING created_at, updated_at
     )
-    INSERT INTO jobs (id, tenant_id, status, image_sha256, source_url, explain,
-                      callback_url, reconcile_count)
-    SELECT :id, :tenant_id, :status, :sha256, :source_url, :explain, :callback_url, 0
-    WHERE NOT EXISTS (SELECT 1 FROM reusable)
-    RETURNING created_at, updated_at
+    SELECT (SELECT id FROM reusable) AS reusable_id, inserted.created_at, inserted.updated_at
+    FROM (SELECT 1) AS one LEFT JOIN inserted ON true
     """
 )
 
@@ -188,13 +193,13 @@ class JobIntake:
             explain=options.explain,
             callback_url=options.callback_url,
             status=JobStatus.QUEUED,
-            reconcile_count=0,
         )
         cached = None
-        if not self._insert_queued(image, job, use_cache=not options.fresh):
+        reusable_id = self._insert_queued(image, job, use_cache=not options.fresh)
+        if reusable_id is not None:
             # A finished job for the same bytes exists: the new job copies its results.
-            cached = self._cached_result(principal, sha, options)
-            if cached is not None:
+            cached = self.session.get(Job, reusable_id)
+            if cached is not None:  # else deleted meanwhile (tenant removed): run anew
                 self._copy_results(cached, job)
             self.session.add(job)
         if idempotency_key:
@@ -219,10 +224,11 @@ class JobIntake:
         self._enqueue(job.id, NOTIFY if cached is not None else None)
         return Accepted(job, created=True, image=image)
 
-    def _insert_queued(self, image: Image, job: Job, use_cache: bool) -> bool:
-        """Record the image (if new) and ``job`` as queued, in one statement; False,
-        writing nothing for the job, when a finished job of this tenant for the same
-        bytes and model could be copied instead (never when the image is new).
+    def _insert_queued(self, image: Image, job: Job, use_cache: bool) -> uuid.UUID | None:
+        """Record the image (if new) and ``job`` as queued, in one statement; or, writing
+        nothing for the job, return the id of a finished job whose results it can copy
+        (the newest of this tenant for the same bytes and model; never when the image is
+        new; only explained ones when ``job`` wants an explanation).
 
         One round trip instead of the ORM's three (image insert, cache lookup, job
         insert): on a 2-core machine the ORM path cost ~4.5 ms of the gateway's CPU
@@ -247,11 +253,11 @@ class JobIntake:
                 "explain": job.explain,
                 "callback_url": job.callback_url,
             },
-        ).first()
-        if row is None:
-            return False
-        job.created_at, job.updated_at = row.created_at, row.updated_at
-        return True
+        ).one()
+        reusable_id: uuid.UUID | None = row.reusable_id
+        if reusable_id is None:
+            job.created_at, job.updated_at = row.created_at, row.updated_at
+        return reusable_id
 
     def _enqueue(self, job_id: uuid.UUID, first_stage: str | None) -> None:
         try:
@@ -294,27 +300,6 @@ class JobIntake:
                 "this Idempotency-Key was used with a different request; use a new key"
             )
         return self.session.get(Job, row.job_id)
-
-    def _cached_result(self, principal: Principal, sha: str, options: JobOptions) -> Job | None:
-        """The newest done job of this tenant for the same bytes and model, if any.
-
-        The id is looked up first (an index-only query, the common case finds nothing);
-        the full row is loaded only when there is something to copy."""
-        query = (
-            select(Job.id)
-            .where(
-                Job.tenant_id == principal.tenant_id,
-                Job.image_sha256 == sha,
-                Job.model_id == self.model_id,
-                Job.status == JobStatus.DONE,
-            )
-            .order_by(Job.created_at.desc())
-            .limit(1)
-        )
-        if options.explain:
-            query = query.where(Job.explain.is_(True))
-        found = self.session.scalar(query)
-        return self.session.get(Job, found) if found is not None else None
 
     @staticmethod
     def _copy_results(source: Job, job: Job) -> None:

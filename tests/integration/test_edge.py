@@ -418,3 +418,26 @@ def test_same_image_returns_the_cached_result_unless_fresh(
     assert body["evidence"]["rois"] == original["evidence"]["rois"]
     fresh = submit(client, user, data, fresh=True)
     assert fresh.status_code == 202 and fresh.json()["cached"] is False
+
+
+def test_cached_results_stay_within_the_tenant_and_carry_the_explanation_asked_for(
+    client: TestClient, user: ApiUser, other_user: ApiUser
+) -> None:
+    data = image_bytes(seed=83)
+    unexplained = submit(client, user, data, explain=False).json()
+    wait_until(
+        lambda: (
+            client.get(f"/v1/jobs/{unexplained['id']}", headers=user.headers).json()["status"]
+            == "done"
+        ),
+        60,
+        message="the unexplained job",
+    )
+    again = submit(client, user, data, explain=False)
+    assert again.status_code == 200 and again.json()["cached"] is True
+    # An explanation was not produced for these bytes yet: the job runs.
+    wants_explanation = submit(client, user, data, explain=True)
+    assert wants_explanation.status_code == 202 and wants_explanation.json()["cached"] is False
+    # Another tenant never sees this tenant's results.
+    elsewhere = submit(client, other_user, data, explain=False)
+    assert elsewhere.status_code == 202 and elsewhere.json()["cached"] is False

@@ -396,20 +396,19 @@ def test_idempotency_key_returns_the_original_job(client: TestClient, user: ApiU
     assert other.status_code == 422 and "different request" in other.json()["detail"]
 
 
+def wait_for_done(client: TestClient, user: ApiUser, job_id: str) -> dict:
+    def done() -> dict | None:
+        view = client.get(f"/v1/jobs/{job_id}", headers=user.headers).json()
+        return view if view["status"] == "done" else None
+
+    return wait_until(done, 60, message=f"job {job_id} to finish")
+
+
 def test_same_image_returns_the_cached_result_unless_fresh(
     client: TestClient, user: ApiUser
 ) -> None:
     data = image_bytes(seed=82)
-    original = submit(client, user, data, wait=20).json()
-    wait_until(
-        lambda: (
-            client.get(f"/v1/jobs/{original['id']}", headers=user.headers).json()["status"]
-            == "done"
-        ),
-        60,
-        message="the first job",
-    )
-    original = client.get(f"/v1/jobs/{original['id']}", headers=user.headers).json()
+    original = wait_for_done(client, user, submit(client, user, data, wait=20).json()["id"])
     cached = submit(client, user, data)
     assert cached.status_code == 200, cached.text  # the verdict is there at once
     body = cached.json()
@@ -424,15 +423,7 @@ def test_cached_results_stay_within_the_tenant_and_carry_the_explanation_asked_f
     client: TestClient, user: ApiUser, other_user: ApiUser
 ) -> None:
     data = image_bytes(seed=83)
-    unexplained = submit(client, user, data, explain=False).json()
-    wait_until(
-        lambda: (
-            client.get(f"/v1/jobs/{unexplained['id']}", headers=user.headers).json()["status"]
-            == "done"
-        ),
-        60,
-        message="the unexplained job",
-    )
+    wait_for_done(client, user, submit(client, user, data, explain=False).json()["id"])
     again = submit(client, user, data, explain=False)
     assert again.status_code == 200 and again.json()["cached"] is True
     # An explanation was not produced for these bytes yet: the job runs.

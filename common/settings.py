@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     url_fetch_allow_hosts: str = ""
     url_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    gateway_warm_connections: int = Field(
+        default=10,
+        ge=0,
+        le=20,  # the pool keeps at most 20 idle connections (common/db/session.py)
+        description="Postgres connections each gateway process opens at start, before "
+        "it serves requests (0 = open them on demand)",
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -39,16 +39,41 @@ log = logging.getLogger("aigi.bench")
 REDIS_DB = 8
 
 
+def lower_session_priority(pid: int, nice: int) -> None:
+    """Give ``pid``'s new session the CPU weight of ``nice`` against other sessions.
+
+    With ``kernel.sched_autogroup_enabled`` (Debian's default) every session is its own
+    scheduling group and a process's nice value only weighs against its own session:
+    a worker started with ``nice -n 19`` in a new session still took an equal share of
+    the CPU from the gateway. The autogroup's nice is the knob that applies across
+    sessions (sched(7), "The autogroup feature")."""
+    path = Path(f"/proc/{pid}/autogroup")
+    if not path.exists():
+        return  # no autogroups (kernel option off or not Linux): plain nice applies
+    try:
+        path.write_text(str(nice))
+    except OSError as exc:
+        log.warning("could not lower the priority of session %s: %s", pid, exc)
+
+
 class Child:
     """A child process in its own process group, its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, nice: int = 0
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            [*(["nice", "-n", str(nice)] if nice > 0 else []), *argv],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        if nice > 0:
+            lower_session_priority(self.process.pid, nice)
 
     @property
     def pid(self) -> int:
@@ -201,7 +226,6 @@ class BenchStack:
             for index in range(per_stage):
                 name = f"{stage}-{len(self.workers)}-{index}"
                 argv = [
-                    *(["nice", "-n", str(nice)] if nice > 0 else []),
                     *which_aigi(),
                     "worker",
                     stage,
@@ -210,7 +234,7 @@ class BenchStack:
                     "--loglevel",
                     "WARNING",
                 ]
-                self.workers.append(Child(name, argv, self.env, self.log_dir))
+                self.workers.append(Child(name, argv, self.env, self.log_dir, nice))
                 names.append(name)
         self.wait_for_workers(names, timeout)
         return names

@@ -66,3 +66,23 @@ def test_a_resumed_job_starts_at_its_stage_with_nothing_after_notify(
     assert [len(messages[q]) for q in QUEUES] == [0, 0, 0, 1]
     _, _, embed = task_body(messages[NOTIFY][0])
     assert not embed["chain"]
+
+
+def test_publishing_reuses_one_redis_client_per_channel(isolated_env: dict[str, str]) -> None:
+    from common.broker import Channel
+
+    settings = Settings(
+        redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
+    )
+    app = make_celery(settings)
+    for _ in range(3):
+        enqueue(app, uuid.uuid4())
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        assert isinstance(channel, Channel)
+        first = channel._create_client()
+        assert channel._create_client() is first
+        channel._pool = None  # as after a reconnect: a new pool gets a new client
+        assert channel._create_client() is not first
+        assert channel._create_client().connection_pool is channel.pool
+    assert len(Redis.from_url(settings.redis_url).lrange(STAGES[0], 0, -1)) == 3

@@ -15,56 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
-from pathlib import Path
 
 from common.detector.config import SHIPPED_MODEL
 from services.bench.models import synthetic_pngs
+from services.bench.procstat import cpu_seconds, pids_named, process_tree
 from services.bench.rawhttp import RawSender, multipart_job_request
 from services.bench.stack import BenchStack
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # exited meanwhile
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICK
-
-
-def pids_named(prefix: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().startswith(prefix):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 async def measure(url: str, key: str, requests: list[bytes], warm: int, gateway: list[int]) -> dict:

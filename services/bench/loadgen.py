@@ -256,19 +256,28 @@ async def run_rate(
     drain_timeout: float,
     profile: ProfileHook | None = None,
     warmup: float = 0.0,
+    gateway_cpu: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """One open loop of ``warmup + duration`` seconds at ``rate``.
 
     Latency counts only the submissions after the first ``warmup`` seconds (the
     gateway's connection pools and threads grow under the new load meanwhile); the
     schedule does not pause in between, so a backlog built during the warm-up still
-    shows. Every job, warm-up included, is followed to the end for done/lost."""
+    shows. Every job, warm-up included, is followed to the end for done/lost.
+
+    ``gateway_cpu`` (the gateway's CPU seconds so far) gives the gateway's CPU per
+    submission over the whole loop: the same code costing more in one run than in
+    another means a slower or busier machine, which explains a slower run."""
+    cpu_before = gateway_cpu() if gateway_cpu else 0.0
     with profile(warmup + duration) if profile else contextlib.nullcontext({}) as profiled:
         results, generator_cores = await open_loop(sender, key, images, rate, warmup + duration)
+    cpu_used = gateway_cpu() - cpu_before if gateway_cpu else None
     warm_count = min(len(results) - 1, round(rate * warmup))
     measured = results[warm_count:]
     submitted = summarize_submissions(measured)
     submitted["generator_cpu_cores"] = round(generator_cores, 2)
+    if cpu_used is not None:
+        submitted["gateway_cpu_ms_per_submission"] = round(cpu_used / len(results) * 1000, 2)
     submitted["warmup_s"] = warmup
     submitted["warmup_submissions"] = warm_count
     submitted["warmup_errors"] = sum(1 for r in results[:warm_count] if not r.ok)
@@ -294,6 +303,7 @@ async def run_load(
     profile_rate: float | None = None,
     warm_jobs: int = 1,
     warmup: float = 0.0,
+    gateway_cpu: Callable[[], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Each rate in turn: an open-loop submit phase (after ``warmup`` seconds at the
     same rate), then a drain (the next rate waits).
@@ -314,7 +324,16 @@ async def run_load(
             hook = profile if profile is not None and rate == profile_rate else None
             out.append(
                 await run_rate(
-                    client, sender, key, chunk, rate, duration, drain_timeout, hook, warmup
+                    client,
+                    sender,
+                    key,
+                    chunk,
+                    rate,
+                    duration,
+                    drain_timeout,
+                    hook,
+                    warmup,
+                    gateway_cpu,
                 )
             )
     return out

@@ -134,10 +134,12 @@ def _load(result: dict[str, Any]) -> list[str]:
                 r["completion_rate_jobs_per_s"],
                 r["end_to_end_ms"]["p50"],
                 r.get("generator_cpu_cores"),
+                r.get("gateway_cpu_ms_per_submission"),
             ]
         )
     header = ["rate req/s", "achieved", "submit p50 ms", "p95", "p99", "errors", "done", "lost"]
-    lines = _table([*header, "completed jobs/s", "e2e p50 ms", "generator cores"], rows)
+    extra = ["completed jobs/s", "e2e p50 ms", "generator cores", "gateway CPU ms/submission"]
+    lines = _table([*header, *extra], rows)
     warmups = {r.get("warmup_s") for r in result["rates"]}
     if warmups - {None, 0}:
         lines += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ def run_load(
     since = cpu_snapshot()
     from services.bench.loadgen import images_needed
     from services.bench.loadgen import run_load as generate
+    from services.bench.procstat import tree_cpu_seconds
     from services.bench.profile import pyspy_record
 
     warm = 2 * workers
@@ -214,6 +216,7 @@ def run_load(
                 max(rates),
                 warm,
                 warmup,
+                functools.partial(tree_cpu_seconds, stack.gateway.pid) if stack.gateway else None,
             )
         )
         result = {

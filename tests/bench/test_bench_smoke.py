@@ -6,6 +6,7 @@ Speed is never asserted here: these tests check the mechanics and the result key
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from services.bench.classify import bench_cuda
 from services.bench.gradcam import bench_bf16
 from services.bench.loadgen import images_needed, percentiles, run_load
 from services.bench.models import synthetic_pngs, tiny_detector
+from services.bench.procstat import tree_cpu_seconds
 from services.bench.queue import RECEIVER_ENV, bench_queue
 from services.bench.report import load_results, render_summary, write_result
 from services.bench.runner import Plan, run_classify, run_gradcam
@@ -107,8 +109,13 @@ def test_queue_overhead_scaling_and_load_on_one_stack(stack: BenchStack, tmp_pat
 
     rates, duration, warmup = [4.0], 1.0, 0.5
     images = synthetic_pngs(images_needed(rates, duration, warmup=warmup), (48, 48), seed=200)
+    url = stack.ensure_gateway()
+    assert stack.gateway is not None
+    gateway_cpu = functools.partial(tree_cpu_seconds, stack.gateway.pid)
     rows = asyncio.run(
-        run_load(stack.ensure_gateway(), stack.key, rates, duration, images, 120, warmup=warmup)
+        run_load(
+            url, stack.key, rates, duration, images, 120, warmup=warmup, gateway_cpu=gateway_cpu
+        )
     )
     (row,) = rows
     # 2 warm-up submissions (not in the latency), 4 measured; all 6 followed to the end
@@ -117,6 +124,7 @@ def test_queue_overhead_scaling_and_load_on_one_stack(stack: BenchStack, tmp_pat
     assert row["done"] == 6 and row["lost"] == 0
     assert set(row["submit_latency_ms"]) == LATENCY_KEYS
     assert set(row["end_to_end_ms"]) == LATENCY_KEYS
+    assert row["gateway_cpu_ms_per_submission"] >= 0  # /proc ticks: 10 ms, 6 submissions
     write_result("load", {"rates": rows}, machine, tmp_path)
 
     summary = render_summary(load_results(tmp_path))

@@ -331,9 +331,9 @@ async def run_load(
                     rate,
                     duration,
                     drain_timeout,
-                    hook,
-                    warmup,
-                    gateway_cpu,
+                    profile=hook,
+                    warmup=warmup,
+                    gateway_cpu=gateway_cpu,
                 )
             )
     return out

@@ -197,8 +197,10 @@ def run_load(
     with checkpoint(model) as (path, entry), BenchStack(path, 1) as stack:
         stack.ensure_workers(workers, nice=worker_nice)
         url = stack.ensure_gateway(gateway_processes)
+        assert stack.gateway is not None
+        gateway_cpu = functools.partial(tree_cpu_seconds, stack.gateway.pid)
         hook = None
-        if profile and stack.gateway is not None:
+        if profile:
             pid, out = stack.gateway.pid, plan.out_dir / "load-gateway-profile.txt"
 
             def hook(seconds: float) -> contextlib.AbstractContextManager[dict[str, Any]]:
@@ -211,12 +213,12 @@ def run_load(
                 rates,
                 duration,
                 images,
-                plan.timeout,
-                hook,
-                max(rates),
-                warm,
-                warmup,
-                functools.partial(tree_cpu_seconds, stack.gateway.pid) if stack.gateway else None,
+                drain_timeout=plan.timeout,
+                profile=hook,
+                profile_rate=max(rates),
+                warm_jobs=warm,
+                warmup=warmup,
+                gateway_cpu=gateway_cpu,
             )
         )
         result = {

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
@@ -24,7 +23,7 @@ from services.gateway.dashboard import STATIC_DIR, STATIC_PATH
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.routes import dashboard, deliveries, health, jobs, reviews
 from services.gateway.state import GatewayState
-from services.gateway.warmup import warm_routes, warm_up
+from services.gateway.warmup import warm_up
 
 log = logging.getLogger("aigi.gateway")
 
@@ -59,8 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(warm_up, app.state.gateway)
-        await warm_routes(app)
+        await warm_up(app)
         yield
         app.state.gateway.redis.close()
 

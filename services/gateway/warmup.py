@@ -22,8 +22,8 @@ from contextlib import ExitStack
 
 import httpx
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from PIL import Image
-from sqlalchemy import text
 from sqlalchemy.orm import Session, configure_mappers
 
 from common.db.session import engine_for
@@ -35,24 +35,21 @@ log = logging.getLogger("aigi.gateway")
 
 
 def warm_database(url: str, connections: int) -> int:
-    """Set up the ORM's mappers, compile the key lookup every request runs, open
-    ``connections`` pooled connections at once and give them back to the pool (it keeps
-    up to its ``pool_size``); returns how many opened."""
-    configure_mappers()  # ~100 ms, else paid by the first query of the process
+    """Open ``connections`` pooled connections at once and give them back to the pool (it
+    keeps up to its ``pool_size``), compiling the key lookup every request runs on the
+    first; returns how many opened."""
     engine = engine_for(url)
     opened = 0
     with ExitStack() as held:
-        for _ in range(connections):
-            try:
+        try:
+            while opened < connections:
                 connection = held.enter_context(engine.connect())
                 if opened == 0:
                     with Session(bind=connection) as session:
-                        authenticate(session, "")  # no key matches: compiles the query
-                connection.execute(text("SELECT 1"))
-            except Exception as exc:
-                log.warning("database warm-up stopped: %s", exc)
-                break
-            opened += 1
+                        authenticate(session, "")  # matches no key
+                opened += 1
+        except Exception as exc:
+            log.warning("database warm-up stopped: %s", exc)
     return opened
 
 
@@ -76,7 +73,7 @@ def warm_image_decoder() -> None:
 UNROUTED_PATH = "/.warm-up"
 
 
-async def warm_routes(app: FastAPI) -> None:
+async def _warm_routes(app: FastAPI) -> None:
     """One in-process request that no route matches (no lifespan, no socket)."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://warm-up") as client:
@@ -85,9 +82,17 @@ async def warm_routes(app: FastAPI) -> None:
         log.warning("route warm-up answered %s, expected 404", response.status_code)
 
 
-def warm_up(state: GatewayState) -> None:
+def _warm_blocking(state: GatewayState) -> int:
+    configure_mappers()  # ~100 ms, else paid by the first query of the process
     connections = state.settings.gateway_warm_connections
     opened = warm_database(state.settings.database_url, connections) if connections else 0
     warm_broker(state)
     warm_image_decoder()
+    return opened
+
+
+async def warm_up(app: FastAPI) -> None:
+    """Everything above, for the app's gateway state (from its lifespan)."""
+    opened = await run_in_threadpool(_warm_blocking, app.state.gateway)
+    await _warm_routes(app)
     log.info("gateway warmed up", extra={"database_connections": opened})

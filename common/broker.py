@@ -8,8 +8,10 @@ the CPU of enqueueing a job, 0.49 → 0.39 ms per ``send_task`` here (an LPUSH a
 connection per command, so one per channel and pool does the same work; a new pool
 (after a reconnect) gets a new client.
 
-Used for ``redis://`` broker URLs (``common.celery_app``); consuming (the channel's
-asynchronous client) is unchanged.
+Used for ``redis://`` broker URLs (``common.celery_app``) by everything that publishes
+through Celery: the workers, sending each job's next stage, and webhook deliveries.
+New job chains skip kombu altogether (``common.pipeline.ChainSender``). Consuming (the
+channel's asynchronous client) is unchanged.
 """
 
 from __future__ import annotations

@@ -19,11 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from celery import Celery
 from sqlalchemy import exists, or_, select, update
 
 from common.db.models import Job, JobStage, JobStatus, StageStatus
-from common.pipeline import enqueue
+from common.pipeline import ChainSender
 from common.queues import CLASSIFY, DELIVER_WEBHOOK, EXPLAIN, GRADCAM, NOTIFY
 from services.notifier.service import due_deliveries
 from services.runtime import WorkerContext, now
@@ -51,7 +50,7 @@ class TickReport:
 
 
 def reconcile(
-    ctx: WorkerContext, app: Celery, deadline_seconds: float | None = None, limit: int = 200
+    ctx: WorkerContext, sender: ChainSender, deadline_seconds: float | None = None, limit: int = 200
 ) -> TickReport:
     report = TickReport()
     deadline = (
@@ -97,13 +96,13 @@ def reconcile(
             .limit(limit)
         ).all()
     for job_id, stage in report.requeued:
-        enqueue(app, job_id, stage)
+        sender.enqueue(job_id, stage)
     for job_uuid in unnotified:
         if _claim_notify(ctx, job_uuid, cutoff):
-            enqueue(app, job_uuid, NOTIFY)
+            sender.enqueue(job_uuid, NOTIFY)
             report.notified.append(str(job_uuid))
     for delivery_id in due_deliveries(ctx):
-        app.send_task(DELIVER_WEBHOOK, args=(str(delivery_id),), queue=NOTIFY)
+        sender.send(DELIVER_WEBHOOK, NOTIFY, (str(delivery_id),))
         report.deliveries.append(str(delivery_id))
     if report.requeued or report.failed or report.notified:
         log.warning(
@@ -129,13 +128,13 @@ def _claim_notify(ctx: WorkerContext, job_id: uuid.UUID, cutoff: datetime) -> bo
 
 
 def run_forever(
-    ctx: WorkerContext, app: Celery, interval: float, stop: threading.Event | None = None
+    ctx: WorkerContext, sender: ChainSender, interval: float, stop: threading.Event | None = None
 ) -> None:
     stop = stop or threading.Event()
     log.info("scheduler started", extra={"interval_s": interval})
     while not stop.is_set():
         try:
-            reconcile(ctx, app)
+            reconcile(ctx, sender)
         except Exception:  # keep going: Postgres or Redis may be restarting
             log.exception("scheduler tick failed; retrying")
         stop.wait(interval)

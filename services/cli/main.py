@@ -96,14 +96,18 @@ def scheduler(
     interval: Annotated[float | None, typer.Option(help="seconds between ticks")] = None,
 ) -> None:
     """Run the reconciler and the webhook retry scheduler."""
-    from common.celery_app import make_celery
     from common.logs import configure_logging
+    from common.pipeline import ChainSender
     from services.runtime import context
     from services.scheduler import run_forever
 
     configure_logging()
     ctx = context()
-    run_forever(ctx, make_celery(ctx.settings), interval or ctx.settings.reconcile_interval_seconds)
+    run_forever(
+        ctx,
+        ChainSender.from_settings(ctx.settings),
+        interval or ctx.settings.reconcile_interval_seconds,
+    )
 
 
 @app.command()

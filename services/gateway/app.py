@@ -17,6 +17,7 @@ from common.blobstore import blob_store_from_settings
 from common.celery_app import make_celery
 from common.detector.config import model_id_of
 from common.netguard import policy_for
+from common.pipeline import ChainSender
 from common.settings import Settings, get_settings
 from services.gateway.authcache import PrincipalCache
 from services.gateway.dashboard import STATIC_DIR, STATIC_PATH
@@ -43,7 +44,7 @@ def build_state(settings: Settings) -> GatewayState:
     )
     return GatewayState(
         settings=settings,
-        celery=make_celery(settings),
+        sender=ChainSender(make_celery(settings), redis),
         redis=redis,
         blobs=blob_store_from_settings(settings),
         url_policy=policy_for(settings.allowed_fetch_hosts),

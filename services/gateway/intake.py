@@ -13,8 +13,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from celery import Celery
-from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -24,8 +22,8 @@ from common.blobstore import BlobStore, image_key, sha256_hex
 from common.db.models import IdempotencyKey, Image, Job, JobStatus, StageStatus
 from common.images import ImageDecodeError, inspect_image
 from common.netguard import FetchError, SafeClient, UnsafeURLError, URLPolicy
-from common.pipeline import enqueue
-from common.queues import NOTIFY
+from common.pipeline import ChainSender
+from common.queues import CLASSIFY, NOTIFY
 from common.settings import Settings
 from common.tenants import Principal
 
@@ -105,14 +103,14 @@ class JobIntake:
         self,
         session: Session,
         blobs: BlobStore,
-        celery: Celery,
+        sender: ChainSender,
         settings: Settings,
         url_policy: URLPolicy,
         model_id: str,
     ) -> None:
         self.session = session
         self.blobs = blobs
-        self.celery = celery
+        self.sender = sender
         self.settings = settings
         self.url_policy = url_policy
         self.model_id = model_id
@@ -221,7 +219,7 @@ class JobIntake:
             if previous is None:
                 raise
             return Accepted(previous, created=False)
-        self._enqueue(job.id, NOTIFY if cached is not None else None)
+        self._enqueue(job.id, NOTIFY if cached is not None else CLASSIFY)
         return Accepted(job, created=True, image=image)
 
     def _insert_queued(self, image: Image, job: Job, use_cache: bool) -> uuid.UUID | None:
@@ -259,13 +257,10 @@ class JobIntake:
             job.created_at, job.updated_at = row.created_at, row.updated_at
         return reusable_id
 
-    def _enqueue(self, job_id: uuid.UUID, first_stage: str | None) -> None:
+    def _enqueue(self, job_id: uuid.UUID, first_stage: str) -> None:
         try:
-            if first_stage:
-                enqueue(self.celery, job_id, first_stage)
-            else:
-                enqueue(self.celery, job_id)
-        except (BrokerError, RedisError, OSError) as exc:
+            self.sender.enqueue(job_id, first_stage)
+        except (RedisError, OSError) as exc:
             # The job row is committed: the reconciler enqueues it once Redis is back.
             log.error(
                 "broker unavailable; job left for the reconciler",

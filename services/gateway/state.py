@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from celery import Celery
 from redis import Redis
 
 from common.blobstore import BlobStore
 from common.netguard import URLPolicy
+from common.pipeline import ChainSender
 from common.settings import Settings
 from services.gateway.authcache import PrincipalCache
 from services.gateway.ratelimit import TokenBucket
@@ -17,7 +17,7 @@ from services.gateway.ratelimit import TokenBucket
 @dataclass
 class GatewayState:
     settings: Settings
-    celery: Celery
+    sender: ChainSender  # over ``redis``
     redis: Redis
     blobs: BlobStore
     url_policy: URLPolicy

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, configure_mappers
 
 from common.db.session import engine_for
 from common.images import inspect_image
+from common.pipeline import task_message
 from common.tenants import authenticate
 from services.gateway.state import GatewayState
 
@@ -55,8 +56,7 @@ def warm_database(url: str, connections: int) -> int:
 
 def warm_broker(state: GatewayState) -> None:
     try:
-        with state.celery.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(max_retries=1)
+        task_message(state.sender.app, "warm-up", "warm-up", ())  # Celery's lazy set-up
         state.redis.ping()
     except Exception as exc:
         log.warning("broker warm-up failed: %s", exc)

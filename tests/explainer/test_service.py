@@ -173,8 +173,7 @@ def test_worker_process_end_to_end(
     isolated_env: dict[str, str], worker_pool: WorkerPool, llama_server: LlamaServer
 ) -> None:
     """A real ``aigi worker explain`` with AIGI_LLM_URL set explains a queued job."""
-    from common.celery_app import make_celery
-    from common.pipeline import enqueue
+    from common.pipeline import ChainSender
 
     env = isolated_env
     worker_pool.env = env
@@ -191,7 +190,7 @@ def test_worker_process_end_to_end(
     )
     job_id = make_job(env["AIGI_DATABASE_URL"])
     settings = Settings(database_url=env["AIGI_DATABASE_URL"], redis_url=env["AIGI_REDIS_URL"])
-    enqueue(make_celery(settings), job_id, EXPLAIN)
+    ChainSender.from_settings(settings).enqueue(job_id, EXPLAIN)
 
     def done() -> Job | None:
         job, _ = load(env["AIGI_DATABASE_URL"], job_id)

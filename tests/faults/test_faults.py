@@ -181,7 +181,7 @@ def test_kill_a_worker_mid_task(
                 ]
                 return bool(rows) and all(d["status"] == "succeeded" for d in rows)
 
-            from common.celery_app import make_celery
+            from common.pipeline import ChainSender
             from common.settings import Settings
             from services.runtime import WorkerContext
             from services.scheduler import reconcile
@@ -191,7 +191,10 @@ def test_kill_a_worker_mid_task(
             )
             # The scheduler would send due retries; run its tick until every delivery lands.
             wait_until(
-                lambda: reconcile(WorkerContext(settings), make_celery(settings)) and delivered(),
+                lambda: (
+                    reconcile(WorkerContext(settings), ChainSender.from_settings(settings))
+                    and delivered()
+                ),
                 RESCUE_SECONDS,
                 interval=1.0,
                 message="all webhook deliveries",
@@ -213,7 +216,7 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 def test_redis_restarted_with_its_data_wiped(
     stack_env: dict[str, str], own_redis: EmbeddedRedis, worker_pool: WorkerPool
 ) -> None:
-    from common.celery_app import make_celery
+    from common.pipeline import ChainSender
     from common.settings import Settings
     from services.runtime import WorkerContext
     from services.scheduler import reconcile
@@ -229,7 +232,9 @@ def test_redis_restarted_with_its_data_wiped(
         worker_pool.start(stage, name=f"{stage}-after-wipe", wait=False)
     settings = Settings(database_url=env["AIGI_DATABASE_URL"], redis_url=env["AIGI_REDIS_URL"])
     time.sleep(1)
-    report = reconcile(WorkerContext(settings), make_celery(settings), deadline_seconds=0)
+    report = reconcile(
+        WorkerContext(settings), ChainSender.from_settings(settings), deadline_seconds=0
+    )
     assert {job for job, _ in report.requeued} >= set(ids)
     all_done(client, user, ids, timeout=120)
     assert_nothing_lost(client, user, ids)

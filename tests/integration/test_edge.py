@@ -114,7 +114,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def scheduler(stack_env: dict) -> Iterator[None]:
     """The real reconciler/webhook scheduler loop, in a thread, ticking fast."""
-    from common.celery_app import make_celery
+    from common.pipeline import ChainSender
     from common.settings import Settings
     from services.runtime import WorkerContext
     from services.scheduler import run_forever
@@ -123,7 +123,7 @@ def scheduler(stack_env: dict) -> Iterator[None]:
     stop = threading.Event()
     thread = threading.Thread(
         target=run_forever,
-        args=(WorkerContext(settings), make_celery(settings), 0.2, stop),
+        args=(WorkerContext(settings), ChainSender.from_settings(settings), 0.2, stop),
         daemon=True,
     )
     thread.start()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 
+import pytest
 from redis import Redis
 
 from common.celery_app import make_celery
-from common.pipeline import enqueue
+from common.pipeline import ChainSender, stage_signature
 from common.queues import NOTIFY, QUEUES, STAGES, TASK_NAMES
 from common.settings import Settings
 
@@ -35,7 +37,7 @@ def test_a_new_job_is_one_message_carrying_the_rest_of_its_chain(
         redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
     )
     job_id = uuid.uuid4()
-    enqueue(make_celery(settings), job_id)
+    ChainSender.from_settings(settings).enqueue(job_id)
 
     messages = queued_messages(Redis.from_url(settings.redis_url))
     assert {queue: len(items) for queue, items in messages.items()} == {
@@ -61,11 +63,42 @@ def test_a_resumed_job_starts_at_its_stage_with_nothing_after_notify(
     settings = Settings(
         redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
     )
-    enqueue(make_celery(settings), uuid.uuid4(), NOTIFY)
+    ChainSender.from_settings(settings).enqueue(uuid.uuid4(), NOTIFY)
     messages = queued_messages(Redis.from_url(settings.redis_url))
     assert [len(messages[q]) for q in QUEUES] == [0, 0, 0, 1]
     _, _, embed = task_body(messages[NOTIFY][0])
     assert not embed["chain"]
+
+
+#: Differ between any two messages.
+FRESH_HEADERS = ("id", "root_id")
+FRESH_PROPERTIES = ("correlation_id", "delivery_tag")
+
+
+def test_the_message_is_the_one_celery_sends(isolated_env: dict[str, str]) -> None:
+    """``ChainSender`` writes the message itself; Celery's ``send_task`` for the same
+    chain must put the same message on the same list (ids aside)."""
+    settings = Settings(
+        redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
+    )
+    sender = ChainSender.from_settings(settings)
+    app, job_id = sender.app, str(uuid.uuid4())
+    sender.enqueue(job_id)
+    rest = [stage_signature(app, stage, job_id) for stage in reversed(STAGES[1:])]
+    app.send_task(TASK_NAMES[STAGES[0]], args=(job_id,), queue=STAGES[0], chain=rest)
+
+    ours, celerys = reversed(queued_messages(sender.redis)[STAGES[0]])  # LPUSH: newest first
+    assert task_body(ours) == task_body(celerys)
+    assert {k: v for k, v in ours.items() if k not in ("body", "headers", "properties")} == {
+        k: v for k, v in celerys.items() if k not in ("body", "headers", "properties")
+    }
+    for part, fresh in (("headers", FRESH_HEADERS), ("properties", FRESH_PROPERTIES)):
+        assert ours[part].keys() == celerys[part].keys()
+        assert {k: v for k, v in ours[part].items() if k not in fresh} == {
+            k: v for k, v in celerys[part].items() if k not in fresh
+        }, part
+    assert ours["headers"]["root_id"] == ours["headers"]["id"]
+    assert ours["properties"]["correlation_id"] == ours["headers"]["id"]
 
 
 def test_publishing_reuses_one_redis_client_per_channel(isolated_env: dict[str, str]) -> None:
@@ -75,8 +108,8 @@ def test_publishing_reuses_one_redis_client_per_channel(isolated_env: dict[str, 
         redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
     )
     app = make_celery(settings)
-    for _ in range(3):
-        enqueue(app, uuid.uuid4())
+    for _ in range(3):  # as a worker sends a job's next stage
+        app.send_task(TASK_NAMES[STAGES[0]], args=(str(uuid.uuid4()),), queue=STAGES[0])
     with app.producer_or_acquire() as producer:
         channel = producer.channel
         assert isinstance(channel, Channel)
@@ -86,3 +119,33 @@ def test_publishing_reuses_one_redis_client_per_channel(isolated_env: dict[str, 
         assert channel._create_client() is not first
         assert channel._create_client().connection_pool is channel.pool
     assert len(Redis.from_url(settings.redis_url).lrange(STAGES[0], 0, -1)) == 3
+
+
+def test_a_job_accepted_while_redis_is_down_waits_in_postgres_for_the_reconciler(
+    isolated_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis unreachable: the submission is still accepted (the rate limiter fails open)
+    and the job is kept, queued, for the reconciler; nothing reached a queue."""
+    from common.embedded import free_port
+    from services.runtime import WorkerContext
+    from services.scheduler import reconcile
+    from tests.helpers import image_bytes
+    from tests.integration.conftest import client_for, make_user, submit
+
+    down = {**isolated_env, "AIGI_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    user = make_user(isolated_env["AIGI_DATABASE_URL"])
+    with caplog.at_level(logging.ERROR, logger="aigi.gateway"):
+        response = submit(client_for(down), user, image_bytes(seed=77))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert "job left for the reconciler" in caplog.text
+
+    settings = Settings(
+        redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
+    )
+    sender = ChainSender.from_settings(settings)
+    assert all(not items for items in queued_messages(sender.redis).values())
+    report = reconcile(WorkerContext(settings), sender, deadline_seconds=0)
+    assert (job_id, STAGES[0]) in report.requeued
+    (message,) = queued_messages(sender.redis)[STAGES[0]]
+    assert task_body(message)[0] == [job_id]

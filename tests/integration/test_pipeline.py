@@ -172,7 +172,7 @@ def test_reconciler_requeues_a_lost_message(
 ) -> None:
     from redis import Redis
 
-    from common.celery_app import make_celery
+    from common.pipeline import ChainSender
     from common.settings import Settings
     from services.runtime import WorkerContext
     from services.scheduler import reconcile
@@ -191,7 +191,9 @@ def test_reconciler_requeues_a_lost_message(
         worker_pool.start(stage, name=f"{stage}-reconciled", wait=False)
     settings = Settings(database_url=env["AIGI_DATABASE_URL"], redis_url=env["AIGI_REDIS_URL"])
     time.sleep(0.5)
-    report = reconcile(WorkerContext(settings), make_celery(settings), deadline_seconds=0)
+    report = reconcile(
+        WorkerContext(settings), ChainSender.from_settings(settings), deadline_seconds=0
+    )
     assert (job_id, "classify") in report.requeued
     job = poll_done(client, user, job_id, timeout=90)
     assert job["status"] == "done" and job["verdict"] is not None
@@ -239,13 +241,14 @@ def test_gradcam_failure_keeps_the_verdict(
 def test_stages_are_idempotent(
     client: TestClient, user: ApiUser, stack_env: dict[str, str]
 ) -> None:
-    from common.celery_app import make_celery
-    from common.pipeline import enqueue
+    from common.pipeline import ChainSender
     from common.settings import Settings
 
     job_id = submit(client, user, image_bytes(seed=9)).json()["id"]
     first = poll_done(client, user, job_id)
-    enqueue(make_celery(Settings()), job_id)  # the whole chain again, as after a redelivery
+    ChainSender.from_settings(Settings()).enqueue(
+        job_id
+    )  # the whole chain again, as after a redelivery
     marker = submit(client, user, image_bytes(seed=10)).json()["id"]
     poll_done(client, user, marker)  # one worker per queue: the duplicates ran before it
     time.sleep(0.5)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from common.db.models import DeliveryStatus, WebhookDelivery
 from common.queues import DELIVER_WEBHOOK, NOTIFY
 from services.gateway.deps import PrincipalDep, SessionDep, StateDep
 from services.gateway.routes.jobs import _ERRORS, _load_job
+
+log = logging.getLogger("aigi.gateway")
 
 router = APIRouter(prefix="/v1/jobs", tags=["webhooks"])
 
@@ -102,5 +106,11 @@ def resend_delivery(
     delivery.attempts = 0
     delivery.next_attempt_at = datetime.now(UTC)
     session.commit()
-    state.celery.send_task(DELIVER_WEBHOOK, args=(str(delivery.id),), queue=NOTIFY)
+    try:
+        state.sender.send(DELIVER_WEBHOOK, NOTIFY, (str(delivery.id),))
+    except (RedisError, OSError) as exc:  # due now: the scheduler sends it once Redis is back
+        log.error(
+            "broker unavailable; delivery left for the scheduler",
+            extra={"delivery_id": str(delivery.id), "error": str(exc)},
+        )
     return _out(delivery)

@@ -207,7 +207,7 @@ async def create_job(
     def accept() -> JobOut:
         with session_factory(state.settings.database_url)() as session:
             intake = JobIntake(
-                session, state.blobs, state.celery, state.settings, state.url_policy, state.model_id
+                session, state.blobs, state.sender, state.settings, state.url_policy, state.model_id
             )
             accepted = intake.submit(principal, submission, options, idempotency_key)
             if accepted.image is not None:  # just written: no stage has run yet

@@ -147,5 +147,6 @@ def test_a_job_accepted_while_redis_is_down_waits_in_postgres_for_the_reconciler
     assert all(not items for items in queued_messages(sender.redis).values())
     report = reconcile(WorkerContext(settings), sender, deadline_seconds=0)
     assert (job_id, STAGES[0]) in report.requeued
-    (message,) = queued_messages(sender.redis)[STAGES[0]]
-    assert task_body(message)[0] == [job_id]
+    # Other tests' unfinished jobs in this database are re-enqueued too.
+    queued = [task_body(m)[0] for m in queued_messages(sender.redis)[STAGES[0]]]
+    assert queued.count([job_id]) == 1

@@ -32,24 +32,25 @@ class PrincipalCache:
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def lookup(self, key: str, load: Callable[[], Principal | None]) -> Principal | None:
-        """The principal for ``key``: remembered, or ``load()``-ed (and remembered when
-        found). ``load`` runs outside the lock; two threads may both load a new key."""
+    def cached(self, key: str) -> Principal | None:
+        """The principal remembered for ``key`` and not expired, else None (no I/O)."""
         if self.ttl <= 0:
-            return load()
+            return None
         digest = hash_key(key)
-        now = self._clock()
         with self._lock:
             entry = self._entries.get(digest)
-            if entry is not None and entry[0] > now:
-                return entry[1]
-        principal = load()
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
+    def remember(self, key: str, principal: Principal | None) -> None:
+        """Store a lookup's result: a principal for ``ttl`` seconds; None forgets ``key``."""
+        if self.ttl <= 0:
+            return
+        digest = hash_key(key)
         with self._lock:
             if principal is None:
                 self._entries.pop(digest, None)
-            else:
-                self._entries[digest] = (now + self.ttl, principal)
-                self._entries.move_to_end(digest)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
-        return principal
+                return
+            self._entries[digest] = (self._clock() + self.ttl, principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

@@ -52,11 +52,13 @@ def test_rate_limit_answers_429_with_retry_after(client: TestClient, user: ApiUs
     try:
         codes = [client.get("/v1/jobs", headers=user.headers).status_code for _ in range(5)]
         blocked = client.get("/v1/jobs", headers=user.headers)
+        submitted = submit(client, user, image_bytes(seed=45))  # limited in its own thread
     finally:
         state.rate_limiter = original
     assert codes[:3] == [200, 200, 200] and 429 in codes
     assert blocked.status_code == 429
     assert 1 <= int(blocked.headers["retry-after"]) <= 10
+    assert submitted.status_code == 429 and "retry-after" in submitted.headers
 
 
 def test_tenant_and_key_commands(stack_env: dict) -> None:

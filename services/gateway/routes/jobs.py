@@ -22,7 +22,7 @@ from common.db.models import Job, Review
 from common.db.session import session_factory
 from common.jobview import JobOut, job_view
 from common.tenants import Principal
-from services.gateway.deps import PrincipalDep, SessionDep, StateDep
+from services.gateway.deps import CallerDep, PrincipalDep, SessionDep, StateDep, rate_limit
 from services.gateway.intake import IntakeError, JobIntake, JobOptions, Submission
 from services.gateway.state import GatewayState
 
@@ -197,7 +197,7 @@ def _job_response(view: JobOut) -> JSONResponse:
 async def create_job(
     request: Request,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: CallerDep,
     wait: WaitQuery = 0,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
@@ -205,6 +205,7 @@ async def create_job(
     submission, options = await _parse_submission(request, state.settings.max_upload_bytes)
 
     def accept() -> JobOut:
+        rate_limit(state, principal)  # here, not in a dependency: one thread hop, not two
         with session_factory(state.settings.database_url)() as session:
             intake = JobIntake(
                 session, state.blobs, state.sender, state.settings, state.url_policy, state.model_id

@@ -78,6 +78,19 @@ def test_percentiles_of_nothing_and_of_values() -> None:
     assert stats["p50"] == 50.5 and stats["p99"] == 100.0 and stats["max"] == 100.0
 
 
+def test_latency_by_second_buckets_by_scheduled_time() -> None:
+    from services.bench.loadgen import Submitted, latency_by_second
+
+    def answered(at: float, latency_ms: float, ok: bool = True) -> Submitted:
+        return Submitted(0, at, at, at + latency_ms / 1000, 0.0, 202, "id" if ok else None)
+
+    rows = latency_by_second(
+        [answered(10.0, 5), answered(10.9, 7), answered(11.2, 300), answered(11.5, 1, ok=False)]
+    )
+    assert [(r["second"], r["count"], r["max"]) for r in rows] == [(0, 2, 7.0), (1, 1, 300.0)]
+    assert latency_by_second([]) == []
+
+
 # ---------------------------------------------------------------------------- real stack
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchStack]:

@@ -121,11 +121,14 @@ def test_publishing_reuses_one_redis_client_per_channel(isolated_env: dict[str, 
     assert len(Redis.from_url(settings.redis_url).lrange(STAGES[0], 0, -1)) == 3
 
 
-def test_a_job_accepted_while_redis_is_down_waits_in_postgres_for_the_reconciler(
+def test_work_accepted_while_redis_is_down_waits_in_postgres_for_the_scheduler(
     isolated_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis unreachable: the submission is still accepted (the rate limiter fails open)
-    and the job is kept, queued, for the reconciler; nothing reached a queue."""
+    """Redis unreachable: a submission is still accepted (the rate limiter fails open)
+    and a delivery re-sent; both are kept in Postgres for the scheduler, which sends
+    them once Redis answers; nothing reached a queue meanwhile."""
+    from common.db.models import DeliveryStatus, WebhookDelivery
+    from common.db.session import session_scope
     from common.embedded import free_port
     from services.runtime import WorkerContext
     from services.scheduler import reconcile
@@ -134,11 +137,29 @@ def test_a_job_accepted_while_redis_is_down_waits_in_postgres_for_the_reconciler
 
     down = {**isolated_env, "AIGI_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     user = make_user(isolated_env["AIGI_DATABASE_URL"])
+    client = client_for(down)
     with caplog.at_level(logging.ERROR, logger="aigi.gateway"):
-        response = submit(client_for(down), user, image_bytes(seed=77))
-    assert response.status_code == 202, response.text
-    job_id = response.json()["id"]
-    assert "job left for the reconciler" in caplog.text
+        response = submit(client, user, image_bytes(seed=77))
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert "job left for the reconciler" in caplog.text
+        # A failed webhook delivery re-sent meanwhile is left, due, for the scheduler.
+        with session_scope(isolated_env["AIGI_DATABASE_URL"]) as session:
+            delivery = WebhookDelivery(
+                job_id=uuid.UUID(job_id),
+                tenant_id=user.tenant_id,
+                event="done",
+                url="https://receiver.example/hook",
+                status=DeliveryStatus.FAILED,
+            )
+            session.add(delivery)
+            session.flush()
+            delivery_id = str(delivery.id)
+        resent = client.post(
+            f"/v1/jobs/{job_id}/deliveries/{delivery_id}/resend", headers=user.headers
+        )
+        assert resent.status_code == 202 and resent.json()["status"] == "pending"
+        assert "delivery left for the scheduler" in caplog.text
 
     settings = Settings(
         redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
@@ -147,6 +168,7 @@ def test_a_job_accepted_while_redis_is_down_waits_in_postgres_for_the_reconciler
     assert all(not items for items in queued_messages(sender.redis).values())
     report = reconcile(WorkerContext(settings), sender, deadline_seconds=0)
     assert (job_id, STAGES[0]) in report.requeued
+    assert delivery_id in report.deliveries
     # Other tests' unfinished jobs in this database are re-enqueued too.
     queued = [task_body(m)[0] for m in queued_messages(sender.redis)[STAGES[0]]]
     assert queued.count([job_id]) == 1

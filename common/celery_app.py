@@ -20,7 +20,6 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from common.broker import TRANSPORT
 from common.queues import QUEUES, TASK_NAMES
 from common.settings import Settings, get_settings
 
@@ -37,8 +36,6 @@ def make_celery(settings: Settings | None = None, stage: str | None = None) -> C
             "unacked_mutex_key": f"unacked_mutex:{stage}",
         }
     app = Celery("aigi", broker=settings.redis_url, set_as_current=False)
-    if settings.redis_url.startswith("redis://"):
-        app.conf.broker_transport = TRANSPORT  # one Redis client per channel (common.broker)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -60,7 +60,7 @@ _RECORD_JOB = """
         RETURNING id, created_at, updated_at
     ), keyed AS (
         INSERT INTO idempotency_keys (tenant_id, key, request_hash, job_id)
-        SELECT %(tenant_id)s, %(idempotency_key)s::text, %(request_hash)s, id FROM inserted
+        SELECT %(tenant_id)s, %(idempotency_key)s::text, %(request_hash)s::text, id FROM inserted
         WHERE %(idempotency_key)s::text IS NOT NULL
     )
     SELECT (SELECT id FROM reusable) AS reusable_id, inserted.created_at, inserted.updated_at
@@ -162,8 +162,10 @@ class JobIntake:
         idempotency_key: str | None = None,
     ) -> Accepted:
         self.check_callback(options.callback_url)
-        request_hash = self._request_hash(submission, options)
+        idempotency_key = idempotency_key or None  # an empty header is no key
+        request_hash = None  # hashes the whole upload: only when a key needs it
         if idempotency_key:
+            request_hash = self._request_hash(submission, options)
             previous = self._idempotent(principal, idempotency_key, request_hash)
             if previous is not None:
                 return Accepted(previous, created=False)
@@ -209,7 +211,7 @@ class JobIntake:
             if cached is not None:  # else deleted meanwhile (tenant removed): run anew
                 self._copy_results(cached, job)
             self.session.add(job)
-            if idempotency_key:
+            if idempotency_key and request_hash:
                 self.session.flush()
                 self.session.add(
                     IdempotencyKey(
@@ -223,7 +225,9 @@ class JobIntake:
         except IntegrityError:
             # A concurrent request with the same Idempotency-Key won the race.
             self.session.rollback()
-            previous = self._idempotent(principal, idempotency_key or "", request_hash)
+            if not idempotency_key or not request_hash:
+                raise
+            previous = self._idempotent(principal, idempotency_key, request_hash)
             if previous is None:
                 raise
             return Accepted(previous, created=False)
@@ -236,7 +240,7 @@ class JobIntake:
         job: Job,
         use_cache: bool,
         idempotency_key: str | None,
-        request_hash: str,
+        request_hash: str | None,
     ) -> uuid.UUID | None:
         """Record the image (if new) and ``job`` as queued, with its Idempotency-Key, in
         one statement; or, writing nothing, return the id of a finished job whose results

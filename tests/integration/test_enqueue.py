@@ -10,7 +10,6 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.celery_app import make_celery
 from common.pipeline import ChainSender, stage_signature
 from common.queues import NOTIFY, QUEUES, STAGES, TASK_NAMES
 from common.settings import Settings
@@ -99,26 +98,6 @@ def test_the_message_is_the_one_celery_sends(isolated_env: dict[str, str]) -> No
         }, part
     assert ours["headers"]["root_id"] == ours["headers"]["id"]
     assert ours["properties"]["correlation_id"] == ours["headers"]["id"]
-
-
-def test_publishing_reuses_one_redis_client_per_channel(isolated_env: dict[str, str]) -> None:
-    from common.broker import Channel
-
-    settings = Settings(
-        redis_url=isolated_env["AIGI_REDIS_URL"], database_url=isolated_env["AIGI_DATABASE_URL"]
-    )
-    app = make_celery(settings)
-    for _ in range(3):  # as a worker sends a job's next stage
-        app.send_task(TASK_NAMES[STAGES[0]], args=(str(uuid.uuid4()),), queue=STAGES[0])
-    with app.producer_or_acquire() as producer:
-        channel = producer.channel
-        assert isinstance(channel, Channel)
-        first = channel._create_client()
-        assert channel._create_client() is first
-        channel._pool = None  # as after a reconnect: a new pool gets a new client
-        assert channel._create_client() is not first
-        assert channel._create_client().connection_pool is channel.pool
-    assert len(Redis.from_url(settings.redis_url).lrange(STAGES[0], 0, -1)) == 3
 
 
 def test_work_accepted_while_redis_is_down_waits_in_postgres_for_the_scheduler(

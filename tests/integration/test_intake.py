@@ -141,3 +141,18 @@ def test_a_new_job_is_recorded_queued_with_its_image(
         assert job is not None and job.status == JobStatus.QUEUED
         assert job.image.sha256 == accepted.image.sha256
         assert job.created_at == accepted.job.created_at
+
+
+def test_an_empty_idempotency_key_is_no_key(
+    settings: Settings, principal: Principal, submit_as: Submit
+) -> None:
+    first = submit_as(image_bytes(seed=505), "")
+    second = submit_as(image_bytes(seed=506), "")
+    assert first.created and second.created and first.job.id != second.job.id
+    with session_factory(settings.database_url)() as session:
+        keys = session.scalar(
+            select(func.count())
+            .select_from(IdempotencyKey)
+            .where(IdempotencyKey.tenant_id == principal.tenant_id)
+        )
+    assert keys == 0

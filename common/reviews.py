@@ -9,9 +9,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.blobstore import BlobNotFoundError, BlobStore, image_key
+from common.blobstore import BlobStore
 from common.db.models import Job, Review
 from common.detector.config import LABELS
+from common.originals import ImageMissingError, read_original
 from common.tenants import get_tenant
 
 DECISIONS = ("confirmed", "overturned")
@@ -70,8 +71,8 @@ def export_reviewed(
     for review, job in session.execute(query).all():
         label = LABELS[true_label(job, review.decision)]
         try:
-            data = blobs.get(image_key(job.image_sha256))
-        except BlobNotFoundError:
+            data = read_original(session, blobs, job.image_sha256)
+        except ImageMissingError:
             counts["missing"] += 1
             continue
         folder = out / label

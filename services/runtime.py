@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from common.blobstore import BlobStore, blob_store_from_settings
 from common.db.models import Job, JobStage, JobStatus, StageStatus
 from common.db.session import session_scope
+from common.originals import read_original
 from common.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -123,6 +124,12 @@ def load_job(session: Session, job_id: str | uuid.UUID) -> Job:
     if job is None:
         raise PermanentStageError(f"job {job_id} does not exist")
     return job
+
+
+def read_job_image(ctx: WorkerContext, job_id: uuid.UUID) -> bytes:
+    """The bytes of the job's image; raises ``ImageMissingError`` when they are lost."""
+    with ctx.session() as session:
+        return read_original(session, ctx.blobs, load_job(session, job_id).image_sha256)
 
 
 @dataclass

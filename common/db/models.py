@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -81,7 +82,8 @@ class ApiKey(Base):
 
 
 class Image(Base):
-    """An uploaded image, stored content-addressed (sha256) in the blob store."""
+    """An uploaded image's description, keyed by its sha256; the bytes are in
+    ``ImageData`` or, with ``AIGI_IMAGE_STORE=blob_store``, in the blob store."""
 
     __tablename__ = "images"
 
@@ -92,6 +94,18 @@ class Image(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class ImageData(Base):
+    """An uploaded image's bytes, kept apart from ``images`` so that loading a job (which
+    joins its image row) never reads them. Column stored uncompressed (migration 0003)."""
+
+    __tablename__ = "image_data"
+
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("images.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Job(Base):

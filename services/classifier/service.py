@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import uuid
 
-from common.blobstore import BlobNotFoundError, image_key
 from common.db.models import JobStatus
 from common.images import ImageDecodeError, decode_rgb
+from common.originals import ImageMissingError
 from services.runtime import (
     PermanentStageError,
     StageRun,
     WorkerContext,
     advance_status,
-    load_job,
     now,
+    read_job_image,
 )
 
 
 def classify_job(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun) -> None:
-    with ctx.session() as session:
-        sha = load_job(session, job_id).image_sha256
     try:
-        data = ctx.blobs.get(image_key(sha))
-    except BlobNotFoundError as exc:
-        raise PermanentStageError(f"image {sha} is missing from the blob store") from exc
+        data = read_job_image(ctx, job_id)
+    except ImageMissingError as exc:
+        raise PermanentStageError(str(exc)) from exc
     try:
         image = decode_rgb(data, ctx.settings.max_image_pixels)
     except ImageDecodeError as exc:

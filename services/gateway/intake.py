@@ -1,4 +1,4 @@
-"""Accepting a job: validate, store the image, dedup, record, enqueue.
+"""Accepting a job: validate, dedup, record the job with its image, enqueue.
 
 A plain class with its collaborators passed in (usable without HTTP); the routes only
 map its errors to status codes.
@@ -28,7 +28,8 @@ from common.tenants import Principal
 
 log = logging.getLogger("aigi.gateway")
 
-# The image row (a no-op when these bytes are known), then the job and its
+# The image row and its bytes (a no-op when these bytes are known; the bytes only when
+# the image store is Postgres), then the job and its
 # Idempotency-Key (when one was sent), unless the bytes were known and this tenant has a
 # finished job for them and this model to copy: then the newest such job's id comes back
 # instead (``reusable_id``) and nothing else is written. One statement is atomic and its
@@ -43,6 +44,9 @@ _RECORD_JOB = """
                 %(height)s)
         ON CONFLICT (sha256) DO NOTHING
         RETURNING sha256
+    ), new_image_data AS (
+        INSERT INTO image_data (sha256, data)
+        SELECT sha256, %(data)s::bytea FROM new_image WHERE %(keep_data)s
     ), reusable AS (
         SELECT id FROM jobs
         WHERE %(use_cache)s AND NOT EXISTS (SELECT 1 FROM new_image)
@@ -182,7 +186,8 @@ class JobIntake:
         except ImageDecodeError as exc:
             raise InvalidImageError(str(exc)) from exc
         sha = sha256_hex(data)
-        if not self.blobs.exists(image_key(sha)):
+        keep_in_postgres = self.settings.image_store == "postgres"
+        if not keep_in_postgres and not self.blobs.exists(image_key(sha)):
             self.blobs.put(image_key(sha), data)
         image = Image(
             sha256=sha,
@@ -202,7 +207,14 @@ class JobIntake:
             status=JobStatus.QUEUED,
         )
         try:
-            reusable_id = self._record(image, job, not options.fresh, idempotency_key, request_hash)
+            reusable_id = self._record(
+                image,
+                data if keep_in_postgres else None,
+                job,
+                not options.fresh,
+                idempotency_key,
+                request_hash,
+            )
             if reusable_id is None:
                 self._enqueue(job.id, CLASSIFY)
                 return Accepted(job, created=True, image=image)
@@ -237,15 +249,17 @@ class JobIntake:
     def _record(
         self,
         image: Image,
+        data: bytes | None,
         job: Job,
         use_cache: bool,
         idempotency_key: str | None,
         request_hash: str | None,
     ) -> uuid.UUID | None:
-        """Record the image (if new) and ``job`` as queued, with its Idempotency-Key, in
-        one statement; or, writing nothing, return the id of a finished job whose results
-        ``job`` can copy (the newest of this tenant for the same bytes and model; never
-        when the image is new; only explained ones when ``job`` wants an explanation).
+        """Record the image (if new; with its bytes ``data``, unless None) and ``job`` as
+        queued, with its Idempotency-Key, in one statement; or, writing nothing, return
+        the id of a finished job whose results ``job`` can copy (the newest of this
+        tenant for the same bytes and model; never when the image is new; only explained
+        ones when ``job`` wants an explanation).
 
         A single statement commits itself: it runs on a pooled connection in autocommit
         mode, one round trip to Postgres, where an ORM session took three (BEGIN, the
@@ -263,6 +277,8 @@ class JobIntake:
                     "format": image.format,
                     "width": image.width,
                     "height": image.height,
+                    "data": data,
+                    "keep_data": data is not None,
                     "use_cache": use_cache,
                     "tenant_id": job.tenant_id,
                     "model_id": self.model_id,

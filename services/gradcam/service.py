@@ -1,4 +1,4 @@
-"""The gradcam stage as a plain function: heatmap, encoded ROIs, images in the blob store.
+"""The gradcam stage as a plain function: heatmap, encoded ROIs, PNGs in the blob store.
 
 A failure of Grad-CAM itself (an image it cannot handle) is recorded as a failed
 stage with its error; the verdict is kept and the chain goes on to the explanation.
@@ -11,10 +11,10 @@ import uuid
 
 from sqlalchemy import update
 
-from common.blobstore import BlobNotFoundError, image_key
 from common.db.models import Job, StageStatus
 from common.images import ImageDecodeError, decode_rgb
-from services.runtime import PermanentStageError, StageRun, WorkerContext, load_job
+from common.originals import ImageMissingError
+from services.runtime import PermanentStageError, StageRun, WorkerContext, read_job_image
 
 log = logging.getLogger("aigi.gradcam")
 
@@ -40,15 +40,13 @@ def _record_failure(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun, error:
 def gradcam_job(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun) -> None:
     from services.gradcam.analysis import analyze_image
 
-    with ctx.session() as session:
-        sha = load_job(session, job_id).image_sha256
     try:
-        data = ctx.blobs.get(image_key(sha))
+        data = read_job_image(ctx, job_id)
         image = decode_rgb(data, ctx.settings.max_image_pixels)
         analysis = analyze_image(
             ctx.detector, image, data, ctx.cam, ctx.settings.roi_threshold, ctx.settings.roi_top_k
         )
-    except (BlobNotFoundError, ImageDecodeError, ValueError, RuntimeError) as exc:
+    except (ImageMissingError, ImageDecodeError, ValueError, RuntimeError) as exc:
         error = f"Grad-CAM failed: {type(exc).__name__}: {exc}"[:500]
         log.warning("gradcam failed", extra={"job_id": str(job_id), "error": error})
         _record_failure(ctx, job_id, run, error)

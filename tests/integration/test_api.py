@@ -96,6 +96,15 @@ def test_other_tenants_job_is_404(client: TestClient, user: ApiUser, other_user:
     assert job_id not in {j["id"] for j in listed}
 
 
+def test_the_submitted_image_is_returned_as_sent(client: TestClient, user: ApiUser) -> None:
+    data = image_bytes(seed=42)
+    job_id = submit(client, user, data).json()["id"]
+    response = client.get(f"/v1/jobs/{job_id}/image", headers=user.headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == data
+
+
 def test_list_filters_and_cursor_paging(client: TestClient, user: ApiUser) -> None:
     ids = [submit(client, user, image_bytes(seed=50 + i)).json()["id"] for i in range(5)]
     first = client.get("/v1/jobs", params={"limit": 2}, headers=user.headers).json()

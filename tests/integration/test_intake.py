@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 
-from common.blobstore import LocalBlobStore
-from common.db.models import IdempotencyKey, Job, JobStatus
+from common.blobstore import BlobStore, LocalBlobStore, image_key
+from common.db.models import IdempotencyKey, ImageData, Job, JobStatus
 from common.db.session import session_factory, session_scope
 from common.netguard import policy_for
+from common.originals import ImageMissingError, read_original
 from common.pipeline import ChainSender
 from common.settings import Settings
 from common.tenants import Principal, authenticate
@@ -42,18 +44,30 @@ def principal(settings: Settings) -> Principal:
 
 
 @pytest.fixture
-def submit_as(settings: Settings, principal: Principal, tmp_path: Path) -> Iterator[Submit]:
-    """``submit_as(data, key)``: one submission through its own session, as a request."""
+def blobs(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+@contextmanager
+def submitter(settings: Settings, principal: Principal, blobs: BlobStore) -> Iterator[Submit]:
+    """``submit(data, key)``: one submission through its own session, as a request."""
     sender = ChainSender.from_settings(settings)
-    blobs = LocalBlobStore(tmp_path / "blobs")
 
     def submit(data: bytes, idempotency_key: str | None = None) -> Accepted:
         with session_factory(settings.database_url)() as session:
             intake = JobIntake(session, blobs, sender, settings, policy_for(()), MODEL_ID)
             return intake.submit(principal, Submission(data=data), JobOptions(), idempotency_key)
 
-    yield submit
-    sender.close()
+    try:
+        yield submit
+    finally:
+        sender.close()
+
+
+@pytest.fixture
+def submit_as(settings: Settings, principal: Principal, blobs: LocalBlobStore) -> Iterator[Submit]:
+    with submitter(settings, principal, blobs) as submit:
+        yield submit
 
 
 def jobs_of(settings: Settings, principal: Principal) -> int:
@@ -156,3 +170,43 @@ def test_an_empty_idempotency_key_is_no_key(
             .where(IdempotencyKey.tenant_id == principal.tenant_id)
         )
     assert keys == 0
+
+
+def test_the_image_bytes_are_kept_in_postgres_with_the_job(
+    settings: Settings, principal: Principal, submit_as: Submit, blobs: LocalBlobStore
+) -> None:
+    data = image_bytes(seed=507)
+    accepted = submit_as(data)
+    assert accepted.image is not None
+    sha = accepted.image.sha256
+    with session_factory(settings.database_url)() as session:
+        assert session.scalar(select(ImageData.data).where(ImageData.sha256 == sha)) == data
+        assert read_original(session, blobs, sha) == data
+    assert not blobs.exists(image_key(sha)), "no file is written on the request path"
+    assert not (blobs.root / "images").exists()
+    # The same bytes again: one image row, one copy of the bytes, a second job.
+    again = submit_as(data)
+    assert again.created and again.job.id != accepted.job.id
+    with session_factory(settings.database_url)() as session:
+        copies = session.scalar(
+            select(func.count()).select_from(ImageData).where(ImageData.sha256 == sha)
+        )
+    assert copies == 1
+
+
+def test_with_image_store_blob_store_the_bytes_go_to_the_blob_store(
+    settings: Settings, principal: Principal, blobs: LocalBlobStore
+) -> None:
+    data = image_bytes(seed=508)
+    in_blobs = settings.model_copy(update={"image_store": "blob_store"})
+    with submitter(in_blobs, principal, blobs) as submit:
+        accepted = submit(data)
+    assert accepted.image is not None
+    sha = accepted.image.sha256
+    assert blobs.get(image_key(sha)) == data
+    with session_factory(settings.database_url)() as session:
+        assert session.get(ImageData, sha) is None
+        assert read_original(session, blobs, sha) == data  # readers fall back to the store
+        blobs.delete(image_key(sha))
+        with pytest.raises(ImageMissingError, match=sha):
+            read_original(session, blobs, sha)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import create_engine, inspect
+import pytest
+from sqlalchemy import create_engine, inspect, text
 
 from common.db.migrate import downgrade, upgrade
 from tests.conftest import Services
@@ -26,6 +27,7 @@ def test_upgrade_and_downgrade_on_empty_database(services: Services) -> None:
         assert {
             "jobs",
             "images",
+            "image_data",
             "tenants",
             "api_keys",
             "job_stages",
@@ -34,6 +36,19 @@ def test_upgrade_and_downgrade_on_empty_database(services: Services) -> None:
             "reviews",
             "idempotency_keys",
         } <= tables
+        with engine.begin() as conn:  # an image whose only copy is in Postgres
+            conn.execute(
+                text(
+                    "INSERT INTO images (sha256, size_bytes, content_type, format, width, height)"
+                    " VALUES ('ab', 1, 'image/png', 'PNG', 1, 1)"
+                )
+            )
+            conn.execute(text("INSERT INTO image_data (sha256, data) VALUES ('ab', 'x')"))
+        with pytest.raises(RuntimeError, match="copy them to the blob store"):
+            downgrade(url)
+        assert "image_data" in inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM images"))
         downgrade(url)
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         upgrade(url)  # and back up again: the chain is repeatable

@@ -203,10 +203,11 @@ def test_gradcam_failure_keeps_the_verdict(
     isolated_env: dict[str, str],
     worker_pool: WorkerPool,
 ) -> None:
-    """Grad-CAM cannot run (the image vanished from the blob store): the stage is
+    """Grad-CAM cannot run (the image's bytes vanished from Postgres): the stage is
     recorded as failed with its error, the verdict stays, the job completes, and the
     worker goes on to the next job."""
-    from common.blobstore import LocalBlobStore, image_key
+    import psycopg
+
     from tests.integration.conftest import make_user
 
     env = isolated_env
@@ -221,9 +222,10 @@ def test_gradcam_failure_keeps_the_verdict(
         60,
         message="the verdict",
     )
-    blobs = LocalBlobStore(Path(env["AIGI_BLOB_DIR"]))
     sha = client.get(f"/v1/jobs/{job_id}", headers=user.headers).json()["image"]["sha256"]
-    blobs.delete(image_key(sha))
+    url = env["AIGI_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("DELETE FROM image_data WHERE sha256 = %s", (sha,)).rowcount == 1
     for stage in ("gradcam", "explain", "notify"):
         worker_pool.start(stage, name=f"{stage}-gc", wait=False)
     job = poll_done(client, user, job_id, timeout=90)

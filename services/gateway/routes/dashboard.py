@@ -14,9 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from common.blobstore import BlobNotFoundError, image_key
+from common.blobstore import BlobNotFoundError
 from common.db.models import Job
 from common.jobview import job_view
+from common.originals import ImageMissingError, read_original
 from common.reviews import DECISIONS, ReviewError, record_review
 from common.tenants import authenticate
 from services.gateway.dashboard.auth import (
@@ -296,6 +297,10 @@ def _blob(state: GatewayState, key: str | None, media_type: str) -> Response:
         data = state.blobs.get(key)
     except BlobNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "missing from the blob store") from exc
+    return _image_response(data, media_type)
+
+
+def _image_response(data: bytes, media_type: str) -> Response:
     return Response(
         data,
         media_type=media_type,
@@ -315,7 +320,11 @@ def job_image(
     job_id: uuid.UUID, state: StateDep, session: SessionDep, dashboard: DashboardDep
 ) -> Response:
     job = _job_or_404(session, dashboard, job_id)
-    return _blob(state, image_key(job.image_sha256), job.image.content_type)
+    try:
+        data = read_original(session, state.blobs, job.image_sha256)
+    except ImageMissingError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "missing from storage") from exc
+    return _image_response(data, job.image.content_type)
 
 
 @router.get("/jobs/{job_id}/overlay.png")

@@ -17,10 +17,11 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from common.blobstore import BlobNotFoundError, image_key
+from common.blobstore import BlobNotFoundError
 from common.db.models import Job, Review
 from common.db.session import session_factory
 from common.jobview import JobOut, job_view
+from common.originals import ImageMissingError, read_original
 from common.tenants import Principal
 from services.gateway.deps import CallerDep, PrincipalDep, SessionDep, StateDep, rate_limit
 from services.gateway.intake import IntakeError, JobIntake, JobOptions, Submission
@@ -308,6 +309,10 @@ def _blob_response(state: GatewayState, key: str | None, what: str, media_type: 
         data = state.blobs.get(key)
     except BlobNotFoundError as exc:
         raise HTTPException(404, f"the {what} is missing from the blob store") from exc
+    return _image_response(data, media_type)
+
+
+def _image_response(data: bytes, media_type: str) -> Response:
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -344,4 +349,8 @@ def read_image(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
     job = _load_job(session, principal, job_id)
-    return _blob_response(state, image_key(job.image_sha256), "image", job.image.content_type)
+    try:
+        data = read_original(session, state.blobs, job.image_sha256)
+    except ImageMissingError as exc:
+        raise HTTPException(404, "the image is missing from storage") from exc
+    return _image_response(data, job.image.content_type)

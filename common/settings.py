@@ -28,15 +28,15 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/0"
     blob_store: Literal["local", "s3"] = "local"
-    # Where uploads are kept: with the job row in Postgres (one write on the request
-    # path, atomic with the job), or in the blob store above (originals out of the
-    # database, e.g. S3, at the cost of a blob write per submission). Heatmaps and
-    # overlays always go to the blob store; readers find an image in either place.
-    image_store: Literal["postgres", "blob_store"] = "postgres"
     blob_dir: Path = Path("var/blobs")
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_prefix: str = "aigi/"
+    # Where uploads are kept: with the job row in Postgres (one write on the request
+    # path, atomic with the job), or in the blob store above (originals out of the
+    # database, e.g. S3, at the cost of a blob write per new image). Heatmaps and
+    # overlays always go to the blob store; readers find an image in either place.
+    image_store: Literal["postgres", "blob_store"] = "postgres"
 
     # Detector
     model_path: Path | None = Field(

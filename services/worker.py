@@ -30,6 +30,9 @@ log = logging.getLogger("aigi.worker")
 WORKER_STAGE = os.environ.get("AIGI_WORKER_STAGE") or None
 app = make_celery(stage=WORKER_STAGE)
 
+#: Stages that run the detector; None is a worker of every stage.
+MODEL_STAGES = frozenset({CLASSIFY, GRADCAM, None})
+
 #: Transient failures are retried by Celery with backoff; anything else is permanent.
 TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
 RETRY = {
@@ -48,12 +51,11 @@ def _init_child(**_: Any) -> None:
     runtime.reset_context()
     threads = runtime.context().settings.torch_threads
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        import torch
+    if WORKER_STAGE not in MODEL_STAGES:
+        return  # explain and notify never run a model: importing torch costs ~0.5 GB
+    import torch
 
-        torch.set_num_threads(threads)
-    except ImportError:  # the notify/explain image may not carry torch
-        pass
+    torch.set_num_threads(threads)
 
 
 def _info(task: Task) -> TaskInfo:

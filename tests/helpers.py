@@ -37,3 +37,13 @@ def wait_until(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def lose_image_bytes(database_url: str, sha256: str) -> None:
+    """Delete an image's bytes from Postgres, as if they were lost (its row stays)."""
+    import psycopg
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        deleted = conn.execute("DELETE FROM image_data WHERE sha256 = %s", (sha256,)).rowcount
+    assert deleted == 1, f"no bytes stored for image {sha256}"

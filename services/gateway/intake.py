@@ -36,7 +36,8 @@ log = logging.getLogger("aigi.gateway")
 # parts see one snapshot; ``new_image`` is empty when the image row already existed. A
 # key already taken (a concurrent request with the same key) fails the whole statement
 # with a unique violation. Exactly one row comes back. psycopg's placeholders: it runs
-# through ``exec_driver_sql``, with no SQLAlchemy compilation per request.
+# through ``exec_driver_sql``, with no SQLAlchemy compilation per request; a name used
+# twice is one parameter (``$n``), so the bytes travel once.
 _RECORD_JOB = """
     WITH new_image AS (
         INSERT INTO images (sha256, size_bytes, content_type, format, width, height)
@@ -46,7 +47,7 @@ _RECORD_JOB = """
         RETURNING sha256
     ), new_image_data AS (
         INSERT INTO image_data (sha256, data)
-        SELECT sha256, %(data)s::bytea FROM new_image WHERE %(keep_data)s
+        SELECT sha256, %(data)s::bytea FROM new_image WHERE %(data)s::bytea IS NOT NULL
     ), reusable AS (
         SELECT id FROM jobs
         WHERE %(use_cache)s AND NOT EXISTS (SELECT 1 FROM new_image)
@@ -167,9 +168,11 @@ class JobIntake:
     ) -> Accepted:
         self.check_callback(options.callback_url)
         idempotency_key = idempotency_key or None  # an empty header is no key
-        request_hash = None  # hashes the whole upload: only when a key needs it
+        # The upload's digest, computed once: the image's key and part of the request's.
+        sha = sha256_hex(submission.data) if submission.data is not None else None
+        request_hash = None
         if idempotency_key:
-            request_hash = self._request_hash(submission, options)
+            request_hash = self._request_hash(sha, submission.image_url, options)
             previous = self._idempotent(principal, idempotency_key, request_hash)
             if previous is not None:
                 return Accepted(previous, created=False)
@@ -185,7 +188,7 @@ class JobIntake:
             info = inspect_image(data, self.settings.max_image_pixels)
         except ImageDecodeError as exc:
             raise InvalidImageError(str(exc)) from exc
-        sha = sha256_hex(data)
+        sha = sha or sha256_hex(data)  # a fetched image is hashed here
         keep_in_postgres = self.settings.image_store == "postgres"
         if not keep_in_postgres and not self.blobs.exists(image_key(sha)):
             self.blobs.put(image_key(sha), data)
@@ -278,7 +281,6 @@ class JobIntake:
                     "width": image.width,
                     "height": image.height,
                     "data": data,
-                    "keep_data": data is not None,
                     "use_cache": use_cache,
                     "tenant_id": job.tenant_id,
                     "model_id": self.model_id,
@@ -308,14 +310,12 @@ class JobIntake:
             )
 
     @staticmethod
-    def _request_hash(submission: Submission, options: JobOptions) -> str:
+    def _request_hash(upload_sha: str | None, image_url: str | None, options: JobOptions) -> str:
         digest = hashlib.sha256()
-        if submission.data is not None:
-            digest.update(hashlib.sha256(submission.data).digest())
+        if upload_sha is not None:
+            digest.update(bytes.fromhex(upload_sha))
         digest.update(
-            json.dumps(
-                [submission.image_url, options.explain, options.callback_url, options.fresh]
-            ).encode()
+            json.dumps([image_url, options.explain, options.callback_url, options.fresh]).encode()
         )
         return digest.hexdigest()
 

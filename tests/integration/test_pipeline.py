@@ -17,7 +17,7 @@ from common.db.models import Job, JobStage
 from common.db.session import session_scope
 from common.queues import STAGES
 from tests.conftest import WorkerPool
-from tests.helpers import image_bytes, wait_until
+from tests.helpers import image_bytes, lose_image_bytes, wait_until
 from tests.integration.conftest import ApiUser, client_for, submit
 
 pytestmark = pytest.mark.usefixtures("pipeline_workers")
@@ -206,8 +206,6 @@ def test_gradcam_failure_keeps_the_verdict(
     """Grad-CAM cannot run (the image's bytes vanished from Postgres): the stage is
     recorded as failed with its error, the verdict stays, the job completes, and the
     worker goes on to the next job."""
-    import psycopg
-
     from tests.integration.conftest import make_user
 
     env = isolated_env
@@ -223,9 +221,7 @@ def test_gradcam_failure_keeps_the_verdict(
         message="the verdict",
     )
     sha = client.get(f"/v1/jobs/{job_id}", headers=user.headers).json()["image"]["sha256"]
-    url = env["AIGI_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("DELETE FROM image_data WHERE sha256 = %s", (sha,)).rowcount == 1
+    lose_image_bytes(env["AIGI_DATABASE_URL"], sha)
     for stage in ("gradcam", "explain", "notify"):
         worker_pool.start(stage, name=f"{stage}-gc", wait=False)
     job = poll_done(client, user, job_id, timeout=90)

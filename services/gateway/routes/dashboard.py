@@ -14,10 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from common.blobstore import BlobNotFoundError
 from common.db.models import Job
 from common.jobview import job_view
-from common.originals import ImageMissingError, read_original
 from common.reviews import DECISIONS, ReviewError, record_review
 from common.tenants import authenticate
 from services.gateway.dashboard.auth import (
@@ -49,6 +47,7 @@ from services.gateway.dashboard.queries import (
 )
 from services.gateway.dashboard.templating import templates
 from services.gateway.deps import SessionDep, StateDep
+from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
 
 router = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
@@ -290,24 +289,6 @@ def review_job(
 
 
 # ---------------------------------------------------------------------------- images
-def _blob(state: GatewayState, key: str | None, media_type: str) -> Response:
-    if not key:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "not available")
-    try:
-        data = state.blobs.get(key)
-    except BlobNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "missing from the blob store") from exc
-    return _image_response(data, media_type)
-
-
-def _image_response(data: bytes, media_type: str) -> Response:
-    return Response(
-        data,
-        media_type=media_type,
-        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
-
-
 def _job_or_404(session: SessionDep, dashboard: DashboardSession, job_id: uuid.UUID) -> Job:
     job = load_job(session, dashboard.principal.tenant_id, job_id)
     if job is None:
@@ -319,25 +300,18 @@ def _job_or_404(session: SessionDep, dashboard: DashboardSession, job_id: uuid.U
 def job_image(
     job_id: uuid.UUID, state: StateDep, session: SessionDep, dashboard: DashboardDep
 ) -> Response:
-    job = _job_or_404(session, dashboard, job_id)
-    try:
-        data = read_original(session, state.blobs, job.image_sha256)
-    except ImageMissingError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "missing from storage") from exc
-    return _image_response(data, job.image.content_type)
+    return original_response(session, state, _job_or_404(session, dashboard, job_id))
 
 
 @router.get("/jobs/{job_id}/overlay.png")
 def job_overlay(
     job_id: uuid.UUID, state: StateDep, session: SessionDep, dashboard: DashboardDep
 ) -> Response:
-    job = _job_or_404(session, dashboard, job_id)
-    return _blob(state, job.overlay_key, "image/png")
+    return blob_response(state, _job_or_404(session, dashboard, job_id).overlay_key, "overlay")
 
 
 @router.get("/jobs/{job_id}/heatmap.png")
 def job_heatmap(
     job_id: uuid.UUID, state: StateDep, session: SessionDep, dashboard: DashboardDep
 ) -> Response:
-    job = _job_or_404(session, dashboard, job_id)
-    return _blob(state, job.heatmap_key, "image/png")
+    return blob_response(state, _job_or_404(session, dashboard, job_id).heatmap_key, "heatmap")

@@ -17,14 +17,13 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from common.blobstore import BlobNotFoundError
 from common.db.models import Job, Review
 from common.db.session import session_factory
 from common.jobview import JobOut, job_view
-from common.originals import ImageMissingError, read_original
 from common.tenants import Principal
 from services.gateway.deps import CallerDep, PrincipalDep, SessionDep, StateDep, rate_limit
 from services.gateway.intake import IntakeError, JobIntake, JobOptions, Submission
+from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -302,28 +301,13 @@ def read_jobs(
 _PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **_ERRORS}
 
 
-def _blob_response(state: GatewayState, key: str | None, what: str, media_type: str) -> Response:
-    if not key:
-        raise HTTPException(404, f"this job has no {what} (yet)")
-    try:
-        data = state.blobs.get(key)
-    except BlobNotFoundError as exc:
-        raise HTTPException(404, f"the {what} is missing from the blob store") from exc
-    return _image_response(data, media_type)
-
-
-def _image_response(data: bytes, media_type: str) -> Response:
-    return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
-
-
 @router.get(
     "/{job_id}/heatmap.png", response_class=Response, responses=_PNG, summary="The Grad-CAM heatmap"
 )
 def read_heatmap(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
-    job = _load_job(session, principal, job_id)
-    return _blob_response(state, job.heatmap_key, "heatmap", "image/png")
+    return blob_response(state, _load_job(session, principal, job_id).heatmap_key, "heatmap")
 
 
 @router.get(
@@ -335,8 +319,7 @@ def read_heatmap(
 def read_overlay(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
-    job = _load_job(session, principal, job_id)
-    return _blob_response(state, job.overlay_key, "overlay", "image/png")
+    return blob_response(state, _load_job(session, principal, job_id).overlay_key, "overlay")
 
 
 @router.get(
@@ -348,9 +331,4 @@ def read_overlay(
 def read_image(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
-    job = _load_job(session, principal, job_id)
-    try:
-        data = read_original(session, state.blobs, job.image_sha256)
-    except ImageMissingError as exc:
-        raise HTTPException(404, "the image is missing from storage") from exc
-    return _image_response(data, job.image.content_type)
+    return original_response(session, state, _load_job(session, principal, job_id))

@@ -9,32 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from common.detector.model import Detector
 from services.bench.models import BenchModel
-from services.gradcam.bench import bench_model
+from services.gradcam.bench import bench_model, interleaved_medians
 from services.gradcam.cam import DetectorCAM
 
 TARGET_RATIO = 1.2
-
-
-def _median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    for _ in range(2):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
 
 
 def bench_device(
@@ -45,6 +29,7 @@ def bench_device(
     model = copy.deepcopy(model).to(device).eval()
     size = model.config.preprocessing.input_size
     batch = torch.randn(batch_size, 3, size, size, device=device)
+    plain = copy.deepcopy(model)  # the forward's own copy: no CAM hooks on it
 
     def sync() -> None:
         if kind == "cuda":
@@ -57,15 +42,17 @@ def bench_device(
 
     def forward() -> None:
         with torch.inference_mode(), autocast():
-            model(batch)
+            plain(batch)
 
     def gradcam(cam: DetectorCAM) -> None:
         with autocast():
             cam(batch)
 
-    forward_ms = _median_ms(forward, repeats, sync)
     with DetectorCAM(model) as cam:
-        gradcam_ms = _median_ms(lambda: gradcam(cam), repeats, sync)
+        medians = interleaved_medians(
+            {"forward": forward, "gradcam": lambda: gradcam(cam)}, repeats, sync=sync
+        )
+    forward_ms, gradcam_ms = medians["forward"], medians["gradcam"]
     return {
         "forward_ms": round(forward_ms, 3),
         "gradcam_ms": round(gradcam_ms, 3),

@@ -7,6 +7,7 @@ line is one JSON object: ``{"<model>": {"forward_ms", "gradcam_ms", "ratio"}, ..
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,31 +48,44 @@ def vit_b16_detector() -> Detector:
     return Detector(config).eval()
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 2,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
+    """Median ms per call of each function, timed in alternation (one call of each per
+    round): this VM's speed drifts within seconds, and timing one function's calls
+    after the other's put that drift into their ratio."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def bench_model(model: Detector, batch_size: int = 1, repeats: int = 10) -> dict[str, Any]:
     size = model.config.preprocessing.input_size
     batch = torch.randn(batch_size, 3, size, size)
     model.eval()
+    plain = copy.deepcopy(model)  # the forward's own copy: no CAM hooks on it
 
     def forward() -> None:
         with torch.inference_mode():
-            model(batch)
+            plain(batch)
 
-    forward_ms = _median_ms(forward, repeats)
     with DetectorCAM(model) as cam:
-        gradcam_ms = _median_ms(lambda: cam(batch), repeats)
-    with DetectorCAM(model, truncated=False) as full:
-        full_ms = _median_ms(lambda: full(batch), max(3, repeats // 2))
+        medians = interleaved_medians({"forward": forward, "gradcam": lambda: cam(batch)}, repeats)
+    forward_ms, gradcam_ms = medians["forward"], medians["gradcam"]
+    with DetectorCAM(model, truncated=False) as full:  # flips the weights' flags: not interleaved
+        full_ms = interleaved_medians({"full": lambda: full(batch)}, max(3, repeats // 2))["full"]
     return {
         "forward_ms": round(forward_ms, 3),
         "gradcam_ms": round(gradcam_ms, 3),

@@ -6,7 +6,10 @@ and marks the target layer's *output* as the start of the autograd graph: the fo
 pass before that layer builds no graph, and the backward pass stops there. The heatmap
 is the same as the full backward's (asserted in the tests); the cost is one forward
 pass plus the backward of the layers after the target (the head for the compact CNN,
-one transformer block for a ViT).
+one transformer block for a ViT). With no weight needing a gradient, pytorch-grad-cam's
+per-call ``model.zero_grad()`` has nothing to reset; it still walks every module and
+parameter (~0.2 ms, a tenth of the compact CNN's forward), so the truncated CAM hands
+pytorch-grad-cam the model behind :class:`_FrozenWeights`, which skips it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def _start_graph_here(_: nn.Module, __: Any, output: Any) -> None:
         output.requires_grad_(True)
 
 
+class _FrozenWeights(nn.Module):
+    """``model`` for pytorch-grad-cam when no weight needs a gradient: same forward,
+    no-op ``zero_grad`` (no weight can hold a gradient to reset)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        return None
+
+
 class DetectorCAM:
     """Grad-CAM for the predicted class. Use as a context manager to release hooks."""
 
@@ -58,7 +76,8 @@ class DetectorCAM:
         if truncated:
             # Registered before pytorch-grad-cam's hooks, so theirs see a grad-enabled output.
             self._handles.append(layer.register_forward_hook(_start_graph_here))
-        self.cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape)
+        seen_by_cam: nn.Module = _FrozenWeights(model) if truncated else model
+        self.cam = GradCAM(model=seen_by_cam, target_layers=[layer], reshape_transform=reshape)
 
     def __enter__(self) -> DetectorCAM:
         return self

@@ -54,6 +54,23 @@ def test_truncated_backward_gives_the_full_backward_heatmap(factory) -> None:  #
     assert all(p.requires_grad for p in model.parameters()), "flags restored on release"
 
 
+def test_truncated_cam_skips_resetting_gradients_no_weight_holds(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """pytorch-grad-cam calls ``model.zero_grad()`` per heatmap, a walk over every
+    parameter; with frozen weights there is nothing to reset (the full CAM still does)."""
+    torch.manual_seed(0)
+    model = Detector(tiny_compact_config()).eval()
+    resets: list[str] = []
+    monkeypatch.setattr(model, "zero_grad", lambda *_, **__: resets.append("reset"))
+    batch = torch.randn(2, 3, 32, 32)
+    with DetectorCAM(model) as cam:
+        cam(batch)
+    assert resets == []
+    assert all(p.grad is None for p in model.parameters())
+    with DetectorCAM(model, truncated=False) as full:
+        full(batch)
+    assert resets == ["reset"]
+
+
 def test_cam_releases_hooks_and_memory_stays_flat() -> None:
     import psutil
 

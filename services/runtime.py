@@ -97,6 +97,12 @@ def context() -> WorkerContext:
     return _context
 
 
+def set_context(ctx: WorkerContext) -> None:
+    """Run stages in this process with ``ctx`` (a benchmark's own settings)."""
+    global _context
+    _context = ctx
+
+
 def reset_context() -> None:
     global _context
     _context = None

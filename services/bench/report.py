@@ -97,12 +97,15 @@ def _queue(result: dict[str, Any]) -> list[str]:
                 r["queue_ms_per_image"]["median"],
                 r["in_process_ms_per_image"]["median"],
                 r["overhead_pct"],
-                r["transport_ms"]["median"],
                 r["meets_target"],
+                r["transport_ms"]["median"],
+                r.get("model_work_ms_per_image", {}).get("median", "-"),
+                r.get("overhead_pct_vs_model_work", "-"),
             ]
         )
-    header = ["model", "device", "images", "queue ms/img (median)", "in-process ms/img"]
-    lines = _table([*header, "overhead %", "transport ms", "≤ 10%"], rows)
+    header = ["model", "device", "images", "queue ms/img (median)", "same stages in-process"]
+    extra = ["overhead %", "≤ 10%", "transport ms", "model work only ms", "vs model work %"]
+    lines = _table([*header, *extra], rows)
     if (result.get("cuda") or {}).get("error"):
         lines += ["", f"cuda: {result['cuda']['error']}"]
     return lines

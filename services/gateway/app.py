@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await warm_up(app)
         yield
+        gc.unfreeze()  # what warm_up froze is collectable again
         app.state.gateway.redis.close()
 
     app = FastAPI(title="aigi", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)

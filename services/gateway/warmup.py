@@ -12,10 +12,14 @@ costs start-up time (~0.1 s), not requests.
 
 Best effort: a database or broker that is down at start is not a reason to refuse to
 start (requests answer 503 until it is back), so every failure is logged and skipped.
+
+Last, everything alive after start-up is frozen out of the garbage collector's reach
+(:func:`freeze_survivors`).
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 from contextlib import ExitStack
@@ -91,8 +95,26 @@ def _warm_blocking(state: GatewayState) -> int:
     return opened
 
 
+def freeze_survivors() -> int:
+    """Collect, then move every object still alive (modules, the app, its pools: ~300k)
+    to the collector's permanent generation; returns how many.
+
+    A full collection traverses every tracked object. In a warm gateway process that
+    took 100–190 ms of CPU, a stall that every request in flight waited out (measured
+    with ``gc.callbacks`` during ``aigi bench load`` at 200 req/s: p99 77 ms in a run
+    whose other seconds stayed under 17 ms). Frozen objects are never traversed, so
+    later full collections scan only what was made since. The lifespan unfreezes on
+    shutdown (:func:`gc.unfreeze`)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def warm_up(app: FastAPI) -> None:
     """Everything above, for the app's gateway state (from its lifespan)."""
     opened = await run_in_threadpool(_warm_blocking, app.state.gateway)
     await _warm_routes(app)
-    log.info("gateway warmed up", extra={"database_connections": opened})
+    frozen = freeze_survivors()
+    log.info(
+        "gateway warmed up", extra={"database_connections": opened, "gc_frozen_objects": frozen}
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import pytest
@@ -41,3 +42,15 @@ def test_the_gateway_starts_and_answers_503_while_the_database_is_down(
     finally:
         db_session.engine_for(url).dispose()
         db_session._engines.pop(url, None)
+
+
+def test_the_gateway_freezes_its_start_up_objects_out_of_the_collector(
+    stack_env: dict[str, str],
+) -> None:
+    """A full collection over a warm gateway's ~300k start-up objects stalled every
+    request for 100-190 ms; frozen, they are never traversed (until shutdown)."""
+    gc.unfreeze()
+    with client_for(stack_env) as client:
+        assert gc.get_freeze_count() > 10_000
+        assert client.get("/healthz").status_code == 200
+    assert gc.get_freeze_count() == 0

@@ -271,7 +271,7 @@ def client_for(url: str, key: str, connections: int = 64) -> httpx.AsyncClient:
 @contextlib.contextmanager
 def collector_frozen() -> Iterator[None]:
     """The generator's own objects out of the garbage collector's reach while it sends:
-    a full collection over them paused this process for 140-200 ms (``gc.callbacks``),
+    a full collection over them paused this process for 135-205 ms (``gc.callbacks``),
     and every response that arrived meanwhile would count as the gateway's latency."""
     gc.collect()
     gc.freeze()

@@ -7,14 +7,14 @@ moment it is ``done``, written by the worker; same clock). Two in-process paths,
 checkpoint, same torch threads, same images, interleaved with the queue path image by
 image so background load hits all three alike:
 
-* ``in_process_stages`` (the target's baseline, "the same functions in one process"):
-  the gateway's :class:`JobIntake` records the job (nothing enqueued), then the
-  classify, gradcam and explain stage functions run one after another in this process
-  through :func:`services.runtime.run_stage`, storage included (Postgres, the blob
-  store). The difference to the queue path is HTTP, the broker, the workers' task
+* ``in_process_ms_per_image`` (the target's baseline, "the same functions in one
+  process"): the gateway's :class:`JobIntake` records the job (nothing enqueued), then
+  the classify, gradcam and explain stage functions run one after another in this
+  process through :func:`services.runtime.run_stage`, storage included (Postgres, the
+  blob store). The difference to the queue path is HTTP, the broker, the workers' task
   hand-offs and one process per stage.
-* ``model_work``: decode + ``DetectorEngine.predict`` + ``analyze_image`` only, no
-  storage: what the classify and gradcam stages compute.
+* ``model_work_ms_per_image``: decode + ``DetectorEngine.predict`` + ``analyze_image``
+  only, no storage: what the classify and gradcam stages compute.
 
 ``transport_ms`` is what the queue adds outside the stages' own work (end-to-end minus
 the stages' recorded durations): submit, broker hops, task start-up.

@@ -96,15 +96,14 @@ def _warm_blocking(state: GatewayState) -> int:
 
 
 def freeze_survivors() -> int:
-    """Collect, then move every object still alive (modules, the app, its pools: ~300k)
+    """Collect, then move every object still alive (modules, the app, its pools: ~150k)
     to the collector's permanent generation; returns how many.
 
-    A full collection traverses every tracked object. In a warm gateway process that
-    took 100–190 ms of CPU, a stall that every request in flight waited out (measured
-    with ``gc.callbacks`` during ``aigi bench load`` at 200 req/s: p99 77 ms in a run
-    whose other seconds stayed under 17 ms). Frozen objects are never traversed, so
-    later full collections scan only what was made since. The lifespan unfreezes on
-    shutdown (:func:`gc.unfreeze`)."""
+    A full collection traverses every tracked object: in a gateway process serving
+    ``aigi bench load`` it took 75–95 ms of CPU (timed with ``gc.callbacks``), a stall
+    that every request in flight on the process waited out, in the first seconds of
+    serving. Frozen objects are never traversed, so later full collections scan only
+    what was made since. The lifespan unfreezes on shutdown (:func:`gc.unfreeze`)."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

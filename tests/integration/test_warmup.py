@@ -47,7 +47,7 @@ def test_the_gateway_starts_and_answers_503_while_the_database_is_down(
 def test_the_gateway_freezes_its_start_up_objects_out_of_the_collector(
     stack_env: dict[str, str],
 ) -> None:
-    """A full collection over a warm gateway's ~300k start-up objects stalled every
+    """A full collection over a warm gateway's ~150k start-up objects stalled every
     request for 100-190 ms; frozen, they are never traversed (until shutdown)."""
     gc.unfreeze()
     with client_for(stack_env) as client:

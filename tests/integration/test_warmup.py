@@ -47,8 +47,8 @@ def test_the_gateway_starts_and_answers_503_while_the_database_is_down(
 def test_the_gateway_freezes_its_start_up_objects_out_of_the_collector(
     stack_env: dict[str, str],
 ) -> None:
-    """A full collection over a warm gateway's ~150k start-up objects stalled every
-    request for 100-190 ms; frozen, they are never traversed (until shutdown)."""
+    """A full collection over a warm gateway's ~150k start-up objects stalled the
+    requests in flight for 75-95 ms; frozen, they are never traversed (until shutdown)."""
     gc.unfreeze()
     with client_for(stack_env) as client:
         assert gc.get_freeze_count() > 10_000

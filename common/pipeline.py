@@ -21,7 +21,7 @@ import base64
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from celery.canvas import Signature
@@ -30,6 +30,13 @@ from redis import Redis
 from common.celery_app import make_celery
 from common.queues import STAGES, TASK_NAMES
 from common.settings import Settings
+
+
+class JobSender(Protocol):
+    """What sends a job's chain (:class:`ChainSender`; a benchmark that runs the stages
+    in its own process sends nothing)."""
+
+    def enqueue(self, job_id: uuid.UUID | str, first_stage: str = STAGES[0]) -> None: ...
 
 
 def stage_signature(app: Celery, stage: str, job_id: uuid.UUID | str) -> Signature:

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
 
+from common.collector import collector_frozen
 from services.bench.rawhttp import RawSender, multipart_job_request
 
 FINAL = ("done", "failed")
@@ -268,19 +268,6 @@ def client_for(url: str, key: str, connections: int = 64) -> httpx.AsyncClient:
     )
 
 
-@contextlib.contextmanager
-def collector_frozen() -> Iterator[None]:
-    """The generator's own objects out of the garbage collector's reach while it sends:
-    a full collection over them paused this process for 135-205 ms (``gc.callbacks``),
-    and every response that arrived meanwhile would count as the gateway's latency."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 async def run_rate(
     client: httpx.AsyncClient,
     sender: RawSender,
@@ -305,7 +292,7 @@ async def run_rate(
     another means a slower or busier machine, which explains a slower run."""
     cpu_before = gateway_cpu() if gateway_cpu else 0.0
     with (
-        collector_frozen(),
+        collector_frozen(),  # the generator's own collections would count as latency
         profile(warmup + duration) if profile else contextlib.nullcontext({}) as profiled,
     ):
         results, generator_cores = await open_loop(sender, key, images, rate, warmup + duration)

@@ -76,7 +76,7 @@ class ModelWork:
 class _NoBroker:
     """The intake's sender for jobs this process runs itself: nothing is enqueued."""
 
-    def enqueue(self, job_id: uuid.UUID, first_stage: str) -> None:
+    def enqueue(self, job_id: uuid.UUID | str, first_stage: str = CLASSIFY) -> None:
         return None
 
 
@@ -121,7 +121,7 @@ class InProcessStages:
             intake = JobIntake(
                 session,
                 self.ctx.blobs,
-                _NoBroker(),  # type: ignore[arg-type]
+                _NoBroker(),
                 self.ctx.settings,
                 self.url_policy,
                 self.model_id,

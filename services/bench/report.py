@@ -99,8 +99,8 @@ def _queue(result: dict[str, Any]) -> list[str]:
                 r["overhead_pct"],
                 r["meets_target"],
                 r["transport_ms"]["median"],
-                r.get("model_work_ms_per_image", {}).get("median", "-"),
-                r.get("overhead_pct_vs_model_work", "-"),
+                r["model_work_ms_per_image"]["median"],
+                r["overhead_pct_vs_model_work"],
             ]
         )
     header = ["model", "device", "images", "queue ms/img (median)", "same stages in-process"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from common.blobstore import blob_store_from_settings
 from common.celery_app import make_celery
+from common.collector import collector_frozen
 from common.detector.config import model_id_of
 from common.netguard import policy_for
 from common.pipeline import ChainSender
@@ -61,8 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await warm_up(app)
-        yield
-        gc.unfreeze()  # what warm_up froze is collectable again
+        with collector_frozen() as frozen:  # no full collection over start-up objects
+            log.info("start-up objects frozen", extra={"gc_frozen_objects": frozen})
+            yield
         app.state.gateway.redis.close()
 
     app = FastAPI(title="aigi", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)

@@ -21,7 +21,7 @@ from common.blobstore import BlobStore, image_key, sha256_hex
 from common.db.models import IdempotencyKey, Image, Job, JobStatus, StageStatus
 from common.images import ImageDecodeError, inspect_image
 from common.netguard import FetchError, SafeClient, UnsafeURLError, URLPolicy
-from common.pipeline import ChainSender
+from common.pipeline import JobSender
 from common.queues import CLASSIFY, NOTIFY
 from common.settings import Settings
 from common.tenants import Principal
@@ -115,7 +115,7 @@ class JobIntake:
         self,
         session: Session,
         blobs: BlobStore,
-        sender: ChainSender,
+        sender: JobSender,
         settings: Settings,
         url_policy: URLPolicy,
         model_id: str,

@@ -12,14 +12,10 @@ costs start-up time (~0.1 s), not requests.
 
 Best effort: a database or broker that is down at start is not a reason to refuse to
 start (requests answer 503 until it is back), so every failure is logged and skipped.
-
-Last, everything alive after start-up is frozen out of the garbage collector's reach
-(:func:`freeze_survivors`).
 """
 
 from __future__ import annotations
 
-import gc
 import io
 import logging
 from contextlib import ExitStack
@@ -95,25 +91,8 @@ def _warm_blocking(state: GatewayState) -> int:
     return opened
 
 
-def freeze_survivors() -> int:
-    """Collect, then move every object still alive (modules, the app, its pools: ~150k)
-    to the collector's permanent generation; returns how many.
-
-    A full collection traverses every tracked object: in a gateway process serving
-    ``aigi bench load`` it took 75–95 ms of CPU (timed with ``gc.callbacks``), a stall
-    that every request in flight on the process waited out, in the first seconds of
-    serving. Frozen objects are never traversed, so later full collections scan only
-    what was made since. The lifespan unfreezes on shutdown (:func:`gc.unfreeze`)."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
-
-
 async def warm_up(app: FastAPI) -> None:
     """Everything above, for the app's gateway state (from its lifespan)."""
     opened = await run_in_threadpool(_warm_blocking, app.state.gateway)
     await _warm_routes(app)
-    frozen = freeze_survivors()
-    log.info(
-        "gateway warmed up", extra={"database_connections": opened, "gc_frozen_objects": frozen}
-    )
+    log.info("gateway warmed up", extra={"database_connections": opened})

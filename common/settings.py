@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
+    body_read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="longest wait for the next piece of a request body before 408",
+    )
     public_base_url: str = "http://127.0.0.1:8000"
 
     # Queues and reliability. A killed worker's message comes back after the visibility

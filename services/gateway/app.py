@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from common.blobstore import blob_store_from_settings
@@ -22,6 +22,7 @@ from common.pipeline import ChainSender
 from common.settings import Settings, get_settings
 from services.gateway.authcache import PrincipalCache
 from services.gateway.dashboard import STATIC_DIR, STATIC_PATH
+from services.gateway.edge import NUL_MESSAGE, BodyLimits, EdgeMiddleware
 from services.gateway.ratelimit import TokenBucket
 from services.gateway.routes import dashboard, deliveries, health, jobs, reviews
 from services.gateway.state import GatewayState
@@ -87,6 +88,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
+    @app.exception_handler(DataError)
+    async def refused_value(_: Request, exc: DataError) -> JSONResponse:
+        # The routes check free text where they read it; this is the net under them.
+        log.warning("value refused by the database: %s", exc.orig)
+        if "NUL" in str(exc.orig):
+            return JSONResponse({"detail": f"text {NUL_MESSAGE}"}, status_code=422)
+        return JSONResponse(
+            {"detail": "a value is malformed or out of range; check the request's fields"},
+            status_code=422,
+        )
+
+    app.add_middleware(
+        EdgeMiddleware,
+        limits=BodyLimits.for_uploads(
+            settings.max_upload_bytes, settings.body_read_timeout_seconds
+        ),
+    )
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(deliveries.router)

@@ -177,6 +177,8 @@ def safe_next(target: str | None) -> str:
     """Only same-site dashboard paths: never an open redirect."""
     if (
         target
+        and target.isascii()
+        and target.isprintable()  # no NUL, CR or LF: it becomes a Location header
         and target.startswith(COOKIE_PATH)
         and not target.startswith("//")
         and "\\" not in target

@@ -47,6 +47,7 @@ from services.gateway.dashboard.queries import (
 )
 from services.gateway.dashboard.templating import templates
 from services.gateway.deps import SessionDep, StateDep
+from services.gateway.edge import NUL_MESSAGE
 from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
 
@@ -269,6 +270,16 @@ def review_job(
     job = load_job(session, dashboard.principal.tenant_id, job_id)
     if job is None:
         return _not_found(request, dashboard, job_id)
+    if "\x00" in note:  # Postgres refuses it: a form error, not a 500
+        return _detail(
+            request,
+            state,
+            session,
+            dashboard,
+            job_id,
+            review_error=f"the note {NUL_MESSAGE}",
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
     try:
         record_review(session, job, decision, dashboard.reviewer, note.strip() or None)
     except ReviewError as exc:

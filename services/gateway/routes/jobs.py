@@ -22,6 +22,7 @@ from common.db.session import session_factory
 from common.jobview import JobOut, job_view
 from common.tenants import Principal
 from services.gateway.deps import CallerDep, PrincipalDep, SessionDep, StateDep, rate_limit
+from services.gateway.edge import NoNul, refuse_nul
 from services.gateway.intake import IntakeError, JobIntake, JobOptions, Submission
 from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
@@ -40,9 +41,11 @@ WaitQuery = Annotated[
 
 
 class JobCreate(BaseModel):
-    image_url: str = Field(description="http(s) URL of the image to analyse", max_length=2048)
+    image_url: Annotated[str, NoNul] = Field(
+        description="http(s) URL of the image to analyse", max_length=2048
+    )
     explain: bool = True
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: Annotated[str, NoNul] | None = Field(default=None, max_length=2048)
     fresh: bool = Field(default=False, description="ignore a cached result for the same image")
 
 
@@ -76,6 +79,7 @@ _CREATE_BODY = {
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
+    408: {"model": ErrorOut, "description": "the request body stalled"},
     404: {"model": ErrorOut},
     413: {"model": ErrorOut},
     422: {"model": ErrorOut},
@@ -103,18 +107,22 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 
 
 async def _parse_submission(request: Request, limit: int) -> tuple[Submission, JobOptions]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
-        raise HTTPException(413, f"request is {declared} bytes; the upload limit is {limit}")
+    """The submission in the body. Its size and read time are bounded while it streams
+    (services/gateway/edge.py): over the limit it is never read whole."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         try:
             form = await request.form(max_files=1, max_fields=10)
+        except HTTPException:  # the body is too large or stalled (413, 408)
+            raise
         except Exception as exc:  # malformed multipart
             raise HTTPException(422, f"malformed multipart body: {exc}") from exc
         try:
             upload = form.get("file")
             url = form.get("image_url")
+            for name in ("image_url", "callback_url"):
+                field = form.get(name)
+                refuse_nul(field if isinstance(field, str) else None, name)
             options = JobOptions(
                 explain=_bool(form.get("explain"), "explain", True),
                 callback_url=str(form.get("callback_url")) if form.get("callback_url") else None,
@@ -131,9 +139,7 @@ async def _parse_submission(request: Request, limit: int) -> tuple[Submission, J
             422, "send the image as a multipart field named 'file' (or JSON {\"image_url\": ...})"
         )
     if content_type.startswith("application/json"):
-        body = await request.body()
-        if len(body) > 64 * 1024:
-            raise HTTPException(413, "JSON body is over 64 KiB; upload images as multipart")
+        body = await request.body()  # at most 64 KiB (the edge's limit for it)
         try:
             payload = JobCreate.model_validate_json(body)
         except ValidationError as exc:
@@ -202,10 +208,13 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     """Answers 202 with the job at once; 200 when ``?wait`` saw the verdict arrive."""
+    refuse_nul(idempotency_key, "Idempotency-Key")
+    # The caller is authenticated (CallerDep) and rate limited before a byte of the body
+    # is read: a refused caller costs no body, however large it claims to be.
+    await run_in_threadpool(rate_limit, state, principal)
     submission, options = await _parse_submission(request, state.settings.max_upload_bytes)
 
     def accept() -> JobOut:
-        rate_limit(state, principal)  # here, not in a dependency: one thread hop, not two
         with session_factory(state.settings.database_url)() as session:
             intake = JobIntake(
                 session, state.blobs, state.sender, state.settings, state.url_policy, state.model_id

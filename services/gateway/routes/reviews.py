@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
@@ -15,6 +15,7 @@ from common.detector.config import LABELS
 from common.reviews import ReviewError, record_review, true_label
 from services.gateway.dashboard.auth import reviewer_name
 from services.gateway.deps import PrincipalDep, SessionDep
+from services.gateway.edge import NoNul
 from services.gateway.routes.jobs import _ERRORS, ErrorOut, _load_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["reviews"])
@@ -24,7 +25,7 @@ class ReviewIn(BaseModel):
     decision: Literal["confirmed", "overturned"] = Field(
         description="confirmed: the verdict is right; overturned: it is wrong"
     )
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[str, NoNul] | None = Field(default=None, max_length=2000)
 
 
 class ReviewOut(BaseModel):

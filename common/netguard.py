@@ -36,7 +36,32 @@ def system_resolver(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UnsafeURLError(f"host {host!r} does not resolve") from exc
+    except (UnicodeError, ValueError) as exc:  # IDNA refused it, or a NUL in it
+        raise UnsafeURLError(f"host {host!r} is not a valid host name: {exc}") from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` (lower-case, no trailing dot) is not a usable host name, or None.
+
+    The resolver's IDNA encoding raises ``UnicodeError`` (not ``gaierror``) for an empty
+    label or one over 63 characters; checked here first, each case gets a message."""
+    if not host.isprintable() or any(c.isspace() for c in host):
+        return "it contains control or space characters"
+    if host.startswith("[") or ":" in host:  # an IPv6 literal: the IP checks decide
+        return None
+    if len(host) > 253:
+        return f"it is {len(host)} characters long; at most 253 are allowed"
+    for label in host.split("."):
+        if not label:
+            return "it has an empty label (two dots in a row, or a leading dot)"
+        if len(label) > 63:
+            return f"the label {label[:20]}... is {len(label)} characters; at most 63"
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        return f"IDNA encoding fails: {exc}"
+    return None
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -96,6 +121,9 @@ class URLPolicy:
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
             raise UnsafeURLError("the URL has no host")
+        problem = host_problem(host)
+        if problem:
+            raise UnsafeURLError(f"host {host[:80]!r} is not a valid host name: {problem}")
         try:
             port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         except ValueError as exc:
@@ -103,13 +131,15 @@ class URLPolicy:
         addresses = self.resolver(host, port)
         if not addresses:
             raise UnsafeURLError(f"host {host!r} does not resolve")
-        if host in self.allow_hosts or f"{host}:{port}" in self.allow_hosts:
+        if not (host in self.allow_hosts or f"{host}:{port}" in self.allow_hosts):
+            for address in addresses:
+                reason = forbidden_reason(address)
+                if reason:
+                    raise UnsafeURLError(f"{host} resolves to a forbidden address: {reason}")
+        try:
             return httpx.URL(url), addresses[0]
-        for address in addresses:
-            reason = forbidden_reason(address)
-            if reason:
-                raise UnsafeURLError(f"{host} resolves to a forbidden address: {reason}")
-        return httpx.URL(url), addresses[0]
+        except httpx.InvalidURL as exc:
+            raise UnsafeURLError(f"malformed URL: {exc}") from exc
 
 
 def _pinned(url: httpx.URL, ip: str) -> tuple[str, dict[str, str], dict[str, object]]:

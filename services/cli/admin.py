@@ -21,6 +21,25 @@ def _session():  # type: ignore[no-untyped-def]
     return session_scope(get_settings().database_url)
 
 
+def checked_callback(url: str | None) -> str | None:
+    """``url`` when the webhook sender could deliver to it (the same guard as the API's
+    ``callback_url``: http(s), a valid host name, no loopback or private address unless
+    AIGI_URL_FETCH_ALLOW_HOSTS allows it); None for None or an empty string; else the
+    command fails with the reason."""
+    from common.netguard import UnsafeURLError, policy_for
+    from common.settings import get_settings
+
+    if not url:
+        return None
+    if len(url) > 2048:
+        fail("the callback URL is longer than 2048 characters")
+    try:
+        policy_for(get_settings().allowed_fetch_hosts).check(url)
+    except UnsafeURLError as exc:
+        fail(f"callback URL refused: {exc}")
+    return url
+
+
 @tenant_app.command("create")
 def tenant_create(
     name: str,
@@ -29,6 +48,7 @@ def tenant_create(
     """Create a tenant; prints its webhook signing secret."""
     from common.tenants import TenantError, create_tenant
 
+    callback_url = checked_callback(callback_url)
     try:
         with _session() as session:
             tenant = create_tenant(session, name, callback_url)
@@ -52,6 +72,26 @@ def tenant_list() -> None:
                 for t in session.scalars(select(Tenant).order_by(Tenant.created_at))
             ]
         )
+
+
+@tenant_app.command("update")
+def tenant_update(
+    name: str,
+    callback_url: Annotated[
+        str, typer.Option(help="default webhook URL; an empty string removes it")
+    ],
+) -> None:
+    """Change a tenant's default webhook URL."""
+    from common.tenants import TenantError, get_tenant
+
+    url = checked_callback(callback_url)
+    try:
+        with _session() as session:
+            tenant = get_tenant(session, name)
+            tenant.default_callback_url = url
+            emit({"id": str(tenant.id), "name": tenant.name, "default_callback_url": url})
+    except TenantError as exc:
+        fail(str(exc))
 
 
 @tenant_app.command("rotate-secret")
@@ -82,12 +122,15 @@ def key_create(tenant: str, name: Annotated[str, typer.Option(help="a label")] =
 
 
 @key_app.command("revoke")
-def key_revoke(key_id: Annotated[str, typer.Argument(help="key id or prefix")]) -> None:
-    from common.tenants import TenantError, revoke_key
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(help="key id, or prefix as `aigi key list` shows it")],
+) -> None:
+    from common.tenants import KEY_PREFIX, TenantError, revoke_key
 
     try:
         with _session() as session:
-            row = revoke_key(session, key_id)
+            # `aigi_1a2b3c4d` (how a key starts) and `1a2b3c4d` (the stored prefix) alike
+            row = revoke_key(session, key_id.strip().removeprefix(KEY_PREFIX))
             emit({"id": str(row.id), "revoked_at": row.revoked_at})
     except TenantError as exc:
         fail(str(exc))

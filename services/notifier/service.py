@@ -119,23 +119,30 @@ def deliver(ctx: WorkerContext, delivery_id: str, client: SafeClient | None = No
     started = time.perf_counter()
     status_code: int | None = None
     error: str | None = None
+    refused = False
     try:
         result = client.request(
             "POST", url, content=body, headers=headers, max_bytes=64 * 1024, follow_redirects=False
         )
         status_code = result.status_code
-    except UnsafeURLError as exc:
-        error, status_code = f"refused: {exc}", None
-        attempt = ctx.settings.webhook_max_attempts  # never retry a forbidden address
+    except UnsafeURLError as exc:  # never retried: a forbidden or malformed URL stays so
+        error, refused = f"refused: {exc}", True
     except FetchError as exc:
         error = str(exc)
+    except Exception as exc:  # an attempt is recorded, whatever happened
+        # Without this, a task that crashes records nothing: the delivery stays pending
+        # with 0 attempts and the scheduler re-sends it forever.
+        log.exception("webhook attempt failed unexpectedly", extra={"delivery_id": delivery_id})
+        error = f"unexpected error: {type(exc).__name__}: {exc}"
     finally:
         if own_client:
             client.close()
     latency = (time.perf_counter() - started) * 1000.0
     ok = status_code is not None and 200 <= status_code < 300
-    retryable = not ok and (
-        status_code is None or status_code >= 500 or status_code in RETRYABLE_4XX
+    retryable = (
+        not ok
+        and not refused
+        and (status_code is None or status_code >= 500 or status_code in RETRYABLE_4XX)
     )
     if ok:
         status, next_at = DeliveryStatus.SUCCEEDED, None

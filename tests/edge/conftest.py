@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -59,8 +59,9 @@ def gateway(stack_env: dict[str, str]) -> Iterator[Gateway]:
 
 
 @dataclass
-class GatewayProcess(Gateway):
-    process: subprocess.Popen[bytes] = field(default=None)  # type: ignore[assignment]
+class GatewayProcess:
+    port: int
+    process: subprocess.Popen[bytes]
 
     def peak_rss_kib(self) -> int:
         """VmHWM: the most resident memory the process has had since it started."""
@@ -71,7 +72,9 @@ class GatewayProcess(Gateway):
 
 
 @pytest.fixture(scope="module")
-def gateway_process(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def gateway_process(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     """The gateway as its own process (``aigi gateway``, one uvicorn process)."""
     port = free_port()
     log = (tmp_path_factory.mktemp("gateway") / "gateway.log").open("wb")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from common.db.models import DeliveryStatus, WebhookDelivery
 from common.queues import DELIVER_WEBHOOK, NOTIFY
 from services.gateway.deps import PrincipalDep, SessionDep, StateDep
-from services.gateway.routes.jobs import _ERRORS, _load_job
+from services.gateway.routes.jobs import _ERRORS, ErrorOut, _load_job
 
 log = logging.getLogger("aigi.gateway")
 
@@ -86,8 +86,8 @@ def read_deliveries(
     "/{job_id}/deliveries/{delivery_id}/resend",
     response_model=DeliveryOut,
     status_code=202,
-    responses=_ERRORS,
-    summary="Re-send a failed delivery",
+    responses={409: {"model": ErrorOut, "description": "the delivery is not failed"}, **_ERRORS},
+    summary="Re-send a failed delivery (409 for a pending or succeeded one)",
 )
 def resend_delivery(
     job_id: uuid.UUID,
@@ -102,6 +102,10 @@ def resend_delivery(
         raise HTTPException(404, f"delivery {delivery_id} not found")
     if delivery.status == DeliveryStatus.PENDING:
         raise HTTPException(409, "this delivery is still being attempted")
+    if delivery.status == DeliveryStatus.SUCCEEDED:
+        # Only a failed delivery is re-sent: the receiver acknowledged this one (2xx); a
+        # receiver that lost it reads the job with GET /v1/jobs/{id}.
+        raise HTTPException(409, "this delivery succeeded; only a failed one can be re-sent")
     delivery.status = DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = datetime.now(UTC)

@@ -6,6 +6,7 @@ variable. Outside development mode, default secrets are refused.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -79,7 +80,12 @@ class Settings(BaseSettings):
     )
     llm_model: str = "mistralai/Mistral-7B-Instruct-v0.3"
     llm_api_key: SecretStr | None = None
-    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="one LLM call; with AIGI_LLM_URL set it must fit in the explain "
+        "task's LLM budget (llm_budget_seconds), or the settings are refused",
+    )
     llm_max_tokens: int = Field(default=1024, ge=16)
     llm_schema_style: Literal["auto", "tgi", "openai", "none"] = "auto"
     llm_breaker_failures: int = Field(default=3, ge=1)
@@ -145,6 +151,16 @@ class Settings(BaseSettings):
                 "AIGI_EXPLAIN_VISIBILITY_TIMEOUT_SECONDS must exceed "
                 "AIGI_EXPLAIN_TIME_LIMIT_SECONDS"
             )
+        if self.llm_url and self.llm_timeout_seconds > self.llm_budget_seconds():
+            raise ValueError(
+                f"AIGI_LLM_TIMEOUT_SECONDS={self.llm_timeout_seconds:g} cannot fit in the "
+                f"explain stage: AIGI_EXPLAIN_TIME_LIMIT_SECONDS="
+                f"{self.explain_time_limit_seconds} leaves {self.llm_budget_seconds():.1f}s "
+                "of LLM time per job (the soft limit, 5 s before the hard one, less a margin "
+                "for the database). Lower the LLM timeout or raise the explain limit to at "
+                f"least {explain_limit_for(self.llm_timeout_seconds)} (and "
+                "AIGI_EXPLAIN_VISIBILITY_TIMEOUT_SECONDS above it)"
+            )
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("AIGI_BLOB_STORE=s3 needs AIGI_S3_BUCKET")
         return self
@@ -156,6 +172,13 @@ class Settings(BaseSettings):
             if stage == "explain"
             else (self.task_time_limit_seconds)
         )
+
+    def llm_budget_seconds(self) -> float:
+        """LLM seconds one explain task may spend: its soft time limit (hard - 5 s, see
+        ``common/celery_app.py``) less a margin (5 %, at least 1 s) for reading the job
+        and storing the result. One LLM call (``llm_timeout_seconds``) must fit in it."""
+        soft = max(1.0, self.explain_time_limit_seconds - 5.0)
+        return soft - max(1.0, 0.05 * soft)
 
     def visibility_timeout(self, stage: str | None) -> int:
         if stage == "explain":
@@ -173,6 +196,12 @@ class Settings(BaseSettings):
     @property
     def webhook_event_set(self) -> frozenset[str]:
         return frozenset(e.strip() for e in self.webhook_events.split(",") if e.strip())
+
+
+def explain_limit_for(llm_timeout_seconds: float) -> int:
+    """The smallest AIGI_EXPLAIN_TIME_LIMIT_SECONDS whose LLM budget holds one call."""
+    soft = max(llm_timeout_seconds + 1.0, llm_timeout_seconds / 0.95)
+    return math.ceil(soft) + 5
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common.artifacts import Taxonomy, load_taxonomy
-from common.queues import EXPLAIN
 from common.settings import Settings
 from services.explainer import evidence as evidence_text
 from services.explainer.backend import (
@@ -125,10 +124,9 @@ class Explainer:
 
     @property
     def time_budget(self) -> float:
-        """LLM seconds per job: under the explain task's Celery soft time limit (its hard
-        limit - 5, see ``common/celery_app.py``), with a margin for the database work."""
-        soft = max(1.0, self.settings.time_limit(EXPLAIN) - 5.0)
-        return max(MIN_CALL_SECONDS, soft - max(1.0, 0.05 * soft))
+        """LLM seconds per job: under the explain task's Celery soft time limit, with a
+        margin for the database work (``Settings.llm_budget_seconds``)."""
+        return max(MIN_CALL_SECONDS, self.settings.llm_budget_seconds())
 
     def explain(
         self,

@@ -25,7 +25,11 @@ from tests.conftest import Services, WorkerPool
 from tests.explainer.conftest import MODEL_ALIAS, LlamaServer, free_port, roi_document
 from tests.helpers import wait_until
 
-LIMITS = {"explain_time_limit_seconds": 60, "explain_visibility_timeout_seconds": 90}
+LIMITS = {
+    "explain_time_limit_seconds": 60,
+    "explain_visibility_timeout_seconds": 90,
+    "llm_timeout_seconds": 30,
+}
 
 
 def make_job(
@@ -185,6 +189,7 @@ def test_worker_process_end_to_end(
             "AIGI_LLM_MODEL": MODEL_ALIAS,
             "AIGI_EXPLAIN_TIME_LIMIT_SECONDS": "60",
             "AIGI_EXPLAIN_VISIBILITY_TIMEOUT_SECONDS": "90",
+            "AIGI_LLM_TIMEOUT_SECONDS": "30",
             "HF_HUB_OFFLINE": "1",  # the LLM client must not care
         },
     )

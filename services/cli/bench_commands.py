@@ -158,8 +158,11 @@ def run_all(
     threads: ThreadsOption = 0,
     quick: QuickOption = False,
     items: Annotated[
-        str, typer.Option(help="comma-separated: classify, gradcam, queue_overhead, scaling")
-    ] = "classify,gradcam,queue_overhead,scaling",
+        str,
+        typer.Option(
+            help="comma-separated: classify, gradcam, photo_12mp, queue_overhead, scaling"
+        ),
+    ] = "classify,gradcam,photo_12mp,queue_overhead,scaling",
     images: Annotated[Path | None, typer.Option(help="a folder of images for classify")] = None,
 ) -> None:
     """Every benchmark in one run (``make bench``); also writes ``all.json``."""

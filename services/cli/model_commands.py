@@ -60,7 +60,9 @@ def prepare(
 def train(
     data: Annotated[Path, typer.Argument(help="folder with REAL/ and FAKE/ (aigi prepare)")],
     out: Annotated[Path, typer.Option(help="checkpoint folder to write")] = Path("runs/detector"),
-    backbone: Annotated[str, typer.Option(help="compact or clip-vit")] = "compact",
+    backbone: Annotated[
+        str, typer.Option(help="compact or clip-vit (efficientnet-lite*: aigi train-wild)")
+    ] = "compact",
     head: Annotated[str, typer.Option(help="linear or mlp")] = "linear",
     pretrained: Annotated[
         str | None, typer.Option(help="clip-vit weights: a Hugging Face id or a local folder")
@@ -99,6 +101,11 @@ def train(
 
     logging.getLogger("common.detector").setLevel(logging.INFO)
     _threads()
+    if backbone.startswith("efficientnet-lite"):
+        fail(
+            f"--backbone {backbone} trains on native-scale crops of wild-train: "
+            f"run `aigi train-wild DATA --backbone {backbone}` instead"
+        )
     choices = {
         "backbone": (backbone, ("compact", "clip-vit")),
         "head": (head, ("linear", "mlp")),

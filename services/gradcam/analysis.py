@@ -1,6 +1,7 @@
 """One image → heatmap, ROIs with measured evidence, metadata: the encoded ROIs.
 
-The heatmap is computed at the model's input size and resized to the *analysis
+The heatmap is computed at the model's input size (for a ``native-crops`` detector:
+per crop, stitched back where the crops came from) and brought to the *analysis
 size*: the original image, downscaled so its longer side is at most
 ``MAX_ANALYSIS_SIDE`` pixels. ROIs and statistics are measured there; ROI boxes are
 reported in the original image's pixels and normalised to 0..1.
@@ -14,10 +15,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 from common.detector.inference import DetectorEngine, Prediction, predictions_from_logits
-from common.detector.preprocess import batch_from_images
+from common.detector.preprocess import batch_from_images, native_crops, normalize
+from common.detector.tiling import CropBox, stitch
 from services.gradcam.cam import DetectorCAM
 from services.gradcam.evidence import compare, measure, rounded
 from services.gradcam.metadata import inspect_metadata
@@ -36,11 +39,17 @@ class Analysis:
     overlay_png: bytes
 
 
-def analysis_image(image: Image.Image) -> Image.Image:
+def analysis_image_size(image: Image.Image) -> tuple[int, int]:
     scale = min(1.0, MAX_ANALYSIS_SIDE / max(image.size))
     if scale >= 1.0:
+        return image.size
+    return (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+
+
+def analysis_image(image: Image.Image) -> Image.Image:
+    size = analysis_image_size(image)
+    if size == image.size:
         return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
 
 
@@ -106,6 +115,32 @@ def encode(
     return document, heatmap, rgb
 
 
+def stitched_heatmap(
+    heatmaps: np.ndarray, logits: torch.Tensor, boxes: list[CropBox], image: Image.Image
+) -> np.ndarray:
+    """The crops' maps placed where the crops came from, at the analysis size.
+
+    pytorch-grad-cam scales every crop's map to [0, 1] on its own; each is weighted by
+    how strongly its crop voted for the explained class (its probability over the
+    largest crop's), so a crop with little evidence does not glow like the decisive one.
+    """
+    explained = int(logits.mean(dim=0).argmax().item())
+    votes = torch.softmax(logits.float(), dim=1)[:, explained].numpy()
+    weights = votes / max(float(votes.max()), 1e-6)
+    work_w, work_h = analysis_image_size(image)
+    sx, sy = work_w / image.width, work_h / image.height
+    scaled, maps = [], []
+    for heat, box, weight in zip(heatmaps, boxes, weights, strict=True):
+        left, top = int(box.left * sx), int(box.top * sy)
+        right = max(left + 1, min(work_w, round((box.left + box.width) * sx)))
+        bottom = max(top + 1, min(work_h, round((box.top + box.height) * sy)))
+        target = CropBox(left, top, right - left, bottom - top)
+        resized = cv2.resize(heat, (target.width, target.height), interpolation=cv2.INTER_AREA)
+        maps.append(resized.reshape(target.height, target.width) * float(weight))
+        scaled.append(target)
+    return stitch(maps, scaled, work_w, work_h)
+
+
 def analyze_image(
     engine: DetectorEngine,
     image: Image.Image,
@@ -114,16 +149,28 @@ def analyze_image(
     threshold: float = 0.5,
     top_k: int = 5,
 ) -> Analysis:
-    batch = batch_from_images([image], engine.config.preprocessing)
+    pre = engine.config.preprocessing
+    native = pre.resize == "native-crops"
+    boxes: list[CropBox] = []
+    if native:
+        crops, boxes = native_crops(image, pre)
+        batch = normalize(crops, pre)
+    else:
+        batch = batch_from_images([image], pre)
     own_cam = cam is None
     cam = cam or DetectorCAM(engine.model)
     try:
-        heatmaps, logits = cam(batch)  # one forward: the verdict and its heatmap
+        # One forward: the verdict and its heatmap.
+        heatmaps, logits = cam(batch, one_image=native)
     finally:
         if own_cam:
             cam.release()
+    if native:
+        small = stitched_heatmap(heatmaps, logits, boxes, image)
+        logits = logits.mean(dim=0, keepdim=True)
+    else:
+        small = heatmaps[0]
     prediction = predictions_from_logits(logits, engine.config)[0]
-    small = heatmaps[0]
     document, heatmap, rgb = encode(
         small, image, prediction, inspect_metadata(data), threshold, top_k
     )

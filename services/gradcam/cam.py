@@ -58,6 +58,23 @@ class _FrozenWeights(nn.Module):
         return None
 
 
+class _ImageDecisionTarget:
+    """The logit of the class the *whole batch* decides (mean logits over its crops).
+
+    pytorch-grad-cam calls targets after the batch's forward pass, with one output row
+    each; this target reads the batch's outputs from the CAM, so every crop of an image
+    is explained for the image's verdict, from that single forward pass.
+    """
+
+    def __init__(self, cam: GradCAM) -> None:
+        self.cam = cam
+
+    def __call__(self, row: torch.Tensor) -> torch.Tensor:
+        outputs = self.cam.outputs
+        decided = int(outputs.detach().float().mean(dim=0).argmax().item())
+        return row[decided] if row.dim() == 1 else row[:, decided]
+
+
 class DetectorCAM:
     """Grad-CAM for the predicted class. Use as a context manager to release hooks."""
 
@@ -96,14 +113,19 @@ class DetectorCAM:
         self._saved_flags.clear()
 
     def __call__(
-        self, batch: torch.Tensor, classes: list[int] | None = None
+        self, batch: torch.Tensor, classes: list[int] | None = None, one_image: bool = False
     ) -> tuple[np.ndarray, torch.Tensor]:
         """Heatmaps in [0, 1] at the model's input size (N, H, W), and the logits.
 
         ``classes=None`` explains the predicted (arg-max) class of each image, from the
-        same forward pass.
+        same forward pass. ``one_image=True``: the batch is the crops of one image, each
+        explained for the class their mean logits decide.
         """
-        targets = None if classes is None else [ClassifierOutputTarget(c) for c in classes]
+        targets: list[Any] | None = None
+        if one_image:
+            targets = [_ImageDecisionTarget(self.cam)] * int(batch.shape[0])
+        elif classes is not None:
+            targets = [ClassifierOutputTarget(c) for c in classes]
         try:
             with torch.enable_grad():
                 heatmaps = self.cam(input_tensor=batch, targets=targets)

@@ -66,6 +66,19 @@ def test_gradcam_ratio_per_model(tmp_path: Path) -> None:
     assert cpu["ratio"] > 0
 
 
+def test_photo_item_times_classify_and_gradcam_per_model(tmp_path: Path) -> None:
+    from services.bench.runner import run_photo
+
+    run_photo(Plan.quick(tmp_path))
+    result = _read(tmp_path, "photo_12mp")
+    assert result["image"]["width"] == 300
+    native = result["models"]["bench-tiny-native"]
+    assert native["crops_scored"] == 4  # 300x200 with 64-px crops, a budget of 4
+    assert result["models"]["bench-tiny-compact"]["crops_scored"] == 1
+    for entry in result["models"].values():
+        assert entry["classify_ms"]["p50"] > 0 and entry["gradcam_over_forward"] > 0
+
+
 def test_gradcam_accelerator_path_falls_back_or_runs_bf16() -> None:
     result = bench_bf16(tiny_detector(), "cpu", repeats=1)
     assert result["dtype"] in ("bfloat16", "fp32")

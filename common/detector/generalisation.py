@@ -1,0 +1,238 @@
+"""`aigi generalisation`: does the detector work beyond the data it was trained on?
+
+One JSON and one Markdown table, written beside the weights (the model card links them):
+
+* **CIFAKE validation**: the stratified 20 % split `aigi train` holds out (seed 0);
+* **wild-dev**: overall and per category (people, city, nature, interior) — an
+  evaluation set only, never used to train or choose;
+* **leave-one-source-out**: for each generator group of wild-train
+  (:data:`~common.detector.wild_data.FAKE_GROUPS`) a model trained without the group
+  (``aigi train-wild --exclude-group G``, one folder per group under ``--loso-runs``)
+  scored on all of that group's images against the real photos of the validation split,
+  which no fold trained on;
+* **stress**: the shipped model on the wild-train validation split under JPEG, blur,
+  resizing and cropping, as a platform's pipeline would alter an upload.
+
+Every score goes through :class:`~common.detector.inference.DetectorEngine`, the path
+the classify worker uses (native crops, calibrated temperature).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from common.detector.checkpoint import load_checkpoint
+from common.detector.dataset import scan, stratified_split
+from common.detector.inference import DetectorEngine
+from common.detector.metrics import classification_metrics
+from common.detector.wild_data import FAKE_GROUPS, read_manifest, split_by_group
+from common.images import decode_rgb
+
+log = logging.getLogger(__name__)
+Transform = Callable[[Image.Image], Image.Image]
+
+
+def _jpeg(quality: int) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+    return apply
+
+
+def _rescale(factor: float) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        return image.resize(size, Image.Resampling.BICUBIC)
+
+    return apply
+
+
+def _centre_crop(fraction: float) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        cw, ch = max(1, round(w * fraction)), max(1, round(h * fraction))
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return image.crop((left, top, left + cw, top + ch))
+
+    return apply
+
+
+#: What a platform's pipeline does to an upload before it reaches us.
+STRESS: dict[str, Transform] = {
+    "none": lambda image: image,
+    "jpeg_q90": _jpeg(90),
+    "jpeg_q75": _jpeg(75),
+    "jpeg_q50": _jpeg(50),
+    "blur_sigma1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
+    "downscale_0.5": _rescale(0.5),
+    "upscale_2x_bicubic": _rescale(2.0),
+    "crop_50pct": _centre_crop(0.5),
+    "grayscale": lambda image: image.convert("L").convert("RGB"),
+}
+
+
+def _load(paths: Sequence[Path]) -> list[Image.Image]:
+    return [decode_rgb(Path(p).read_bytes()) for p in paths]
+
+
+def score(engine: DetectorEngine, images: Sequence[Image.Image]) -> np.ndarray:
+    """Calibrated p(FAKE) per image, through the worker's own path."""
+    return np.array([p.probability for p in engine.predict(list(images))], dtype=np.float64)
+
+
+def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    metrics = classification_metrics(labels, probs)
+    predicted = probs >= 0.5
+    out: dict[str, Any] = {
+        "n": len(labels),
+        "accuracy": round(float(metrics["accuracy"]), 4),
+        "roc_auc": None if metrics["roc_auc"] is None else round(float(metrics["roc_auc"]), 4),
+        "ece": round(float(metrics["ece"]), 4),
+    }
+    if (labels == 0).any():
+        out["real_called_fake"] = round(float(predicted[labels == 0].mean()), 4)
+    if (labels == 1).any():
+        out["fake_called_real"] = round(float((~predicted[labels == 1]).mean()), 4)
+    return out
+
+
+def cifake_validation(
+    engine: DetectorEngine, root: Path, limit: int, seed: int = 0
+) -> dict[str, Any]:
+    _, val = stratified_split(scan(root), 0.2, seed=0)
+    rng = np.random.default_rng(seed)
+    chosen = [val[i] for i in sorted(rng.permutation(len(val))[:limit])]
+    labels = np.array([s.label for s in chosen])
+    return summary(labels, score(engine, _load([s.path for s in chosen])))
+
+
+def wild_dev(engine: DetectorEngine, root: Path) -> dict[str, Any]:
+    samples = read_manifest(root)
+    labels = np.array([s.label for s in samples])
+    probs = score(engine, _load([s.path for s in samples]))
+    result: dict[str, Any] = {"overall": summary(labels, probs), "per_category": {}}
+    for category in sorted({s.category for s in samples}):
+        mask = np.array([s.category == category for s in samples])
+        result["per_category"][category] = summary(labels[mask], probs[mask])
+    return result
+
+
+def leave_one_source_out(
+    runs: Path, wild_train: Path, val_fraction: float = 0.15, seed: int = 0
+) -> dict[str, Any]:
+    """Each fold's model on its held-out group against the validation split's photos."""
+    samples = read_manifest(wild_train)
+    _, val = split_by_group(samples, val_fraction, seed)
+    reals = [s for s in val if s.label == 0]
+    real_images = _load([s.path for s in reals])
+    rows: dict[str, Any] = {}
+    for group in FAKE_GROUPS:
+        folder = Path(runs) / group
+        if not (folder / "config.json").is_file():
+            rows[group] = {"status": f"not trained: aigi train-wild --exclude-group {group}"}
+            continue
+        engine = DetectorEngine(load_checkpoint(folder))
+        fakes = [s for s in samples if s.group == group]
+        probs = np.concatenate(
+            [score(engine, real_images), score(engine, _load([s.path for s in fakes]))]
+        )
+        labels = np.array([0] * len(reals) + [1] * len(fakes))
+        rows[group] = summary(labels, probs)
+        log.info("leave-one-source-out %s: %s", group, rows[group])
+    aucs = [r["roc_auc"] for r in rows.values() if r.get("roc_auc") is not None]
+    return {
+        "groups": rows,
+        "mean_roc_auc": round(float(np.mean(aucs)), 4) if aucs else None,
+        "test_reals": len(reals),
+    }
+
+
+def stress(
+    engine: DetectorEngine, wild_train: Path, val_fraction: float = 0.15, seed: int = 0
+) -> dict[str, Any]:
+    _, val = split_by_group(read_manifest(wild_train), val_fraction, seed)
+    images = _load([s.path for s in val])
+    labels = np.array([s.label for s in val])
+    return {
+        name: summary(labels, score(engine, [t(im) for im in images])) for name, t in STRESS.items()
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    def row(name: str, m: dict[str, Any]) -> str:
+        if "status" in m:
+            return f"| {name} | — | — | — | {m['status']} |"
+        return (
+            f"| {name} | {m['n']} | {m['accuracy']:.3f} | "
+            f"{'—' if m['roc_auc'] is None else format(m['roc_auc'], '.3f')} | "
+            f"ECE {m['ece']:.3f} |"
+        )
+
+    lines = [f"# Generalisation report: `{report['model_id']}`", ""]
+    head = ["| set | n | accuracy | ROC-AUC | notes |", "|---|---|---|---|---|"]
+    if "cifake_validation" in report:
+        lines += [
+            "## CIFAKE validation",
+            "",
+            *head,
+            row("CIFAKE val", report["cifake_validation"]),
+            "",
+        ]
+    if "wild_dev" in report:
+        dev = report["wild_dev"]
+        lines += ["## wild-dev (evaluation only)", "", *head, row("overall", dev["overall"])]
+        lines += [row(k, v) for k, v in dev["per_category"].items()] + [""]
+    if "leave_one_source_out" in report:
+        loso = report["leave_one_source_out"]
+        lines += [
+            "## Leave one source out",
+            "",
+            f"Held-out group's images vs {loso['test_reals']} validation photos; mean ROC-AUC "
+            f"{loso['mean_roc_auc']}.",
+            "",
+            *head,
+        ]
+        lines += [row(k, v) for k, v in loso["groups"].items()] + [""]
+    if "stress" in report:
+        lines += ["## Stress (wild-train validation split)", "", *head]
+        lines += [row(k, v) for k, v in report["stress"].items()] + [""]
+    return "\n".join(lines)
+
+
+def generalisation_report(
+    model: Path,
+    out: Path,
+    cifake: Path | None = None,
+    wild_dev_root: Path | None = None,
+    wild_train: Path | None = None,
+    loso_runs: Path | None = None,
+    cifake_limit: int = 4000,
+) -> dict[str, Any]:
+    """Measure what the inputs allow; write ``generalisation.json`` and ``.md`` to ``out``."""
+    engine = DetectorEngine(load_checkpoint(model))
+    report: dict[str, Any] = {"model_id": engine.model_id}
+    if cifake is not None:
+        report["cifake_validation"] = cifake_validation(engine, cifake, cifake_limit)
+    if wild_dev_root is not None:
+        report["wild_dev"] = wild_dev(engine, wild_dev_root)
+    if wild_train is not None:
+        val_fraction = float(engine.config.training.get("val_fraction", 0.15))
+        report["stress"] = stress(engine, wild_train, val_fraction)
+        if loso_runs is not None:
+            report["leave_one_source_out"] = leave_one_source_out(
+                loso_runs, wild_train, val_fraction
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "generalisation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "generalisation.md").write_text(to_markdown(report) + "\n")
+    return report

@@ -1,0 +1,113 @@
+"""Commands for the pretrained, native-resolution detector: train-wild, generalisation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+
+from services.cli.model_commands import ModelOption, _threads
+from services.cli.output import emit, fail
+
+BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-wild")(train_wild)
+    app.command()(generalisation)
+
+
+def train_wild(
+    wild: Annotated[Path, typer.Argument(help="wild-train folder (REAL/, FAKE/, manifest.csv)")],
+    out: Annotated[Path, typer.Option(help="checkpoint folder to write")] = Path("runs/wild"),
+    backbone: Annotated[str, typer.Option(help=" | ".join(BACKBONES))] = "efficientnet-lite0",
+    cifake: Annotated[
+        Path | None, typer.Option(help="CIFAKE folder (REAL/, FAKE/) mixed in at 32 px")
+    ] = None,
+    crop: Annotated[int, typer.Option(help="native-scale crop side in pixels")] = 128,
+    max_crops: Annotated[int, typer.Option(help="crops scored per image at inference")] = 8,
+    steps: int = 1000,
+    batch_size: int = 16,
+    lr: float = 3e-4,
+    exclude_group: Annotated[
+        list[str] | None,
+        typer.Option(help="leave a generator group out (the leave-one-source-out folds)"),
+    ] = None,
+    seed: int = 0,
+    model_id: str | None = None,
+) -> None:
+    """Fine-tune an ImageNet EfficientNet-Lite on native-scale crops (see the model card)."""
+    from common.detector.crop_training import CropTrainOptions
+    from common.detector.crop_training import train_wild as run
+    from common.detector.dataset import DatasetError
+    from common.detector.model import CheckpointError
+    from common.detector.wild_data import FAKE_GROUPS
+
+    logging.getLogger("common.detector").setLevel(logging.INFO)
+    _threads()
+    if backbone not in BACKBONES:
+        fail(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+    unknown = sorted(set(exclude_group or ()) - set(FAKE_GROUPS))
+    if unknown:
+        fail(f"unknown group(s) {unknown}; choose from {', '.join(FAKE_GROUPS)}")
+    options = CropTrainOptions(
+        wild=wild,
+        out=out,
+        cifake=cifake,
+        variant=cast(Any, backbone.removeprefix("efficientnet-")),
+        crop=crop,
+        max_crops=max_crops,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        exclude_groups=tuple(exclude_group or ()),
+        seed=seed,
+        model_id=model_id,
+    )
+    try:
+        result = run(options)
+    except (DatasetError, CheckpointError, ValueError) as exc:
+        fail(str(exc))
+        return
+    emit(
+        {
+            "checkpoint": str(result.checkpoint),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "validation": result.val_metrics,
+        }
+    )
+
+
+def generalisation(
+    model: ModelOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for generalisation.json/.md (default: the model's)")
+    ] = None,
+    cifake: Annotated[Path | None, typer.Option(help="CIFAKE training folder")] = None,
+    wild_dev: Annotated[Path | None, typer.Option(help="wild-dev folder (evaluation only)")] = None,
+    wild_train: Annotated[Path | None, typer.Option(help="wild-train folder")] = None,
+    loso_runs: Annotated[
+        Path | None, typer.Option(help="folder with one train-wild checkpoint per left-out group")
+    ] = None,
+    cifake_limit: int = 4000,
+) -> None:
+    """The generalisation report: CIFAKE val, wild-dev, leave-one-source-out, stress."""
+    from common.detector.checkpoint import default_checkpoint
+    from common.detector.dataset import DatasetError
+    from common.detector.generalisation import generalisation_report
+    from common.detector.model import CheckpointError
+
+    logging.getLogger("common.detector").setLevel(logging.INFO)
+    _threads()
+    folder = model or default_checkpoint()
+    try:
+        report = generalisation_report(
+            folder, out or folder, cifake, wild_dev, wild_train, loso_runs, cifake_limit
+        )
+    except (CheckpointError, DatasetError) as exc:
+        fail(str(exc))
+        return
+    emit(report)

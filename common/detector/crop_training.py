@@ -63,11 +63,11 @@ class CropTrainOptions:
     out: Path
     cifake: Path | None = None
     variant: Literal["lite0", "lite1", "lite2"] = "lite0"
-    crop: int = 192
-    max_crops: int = 6
-    steps: int = 1200
+    crop: int = 128
+    max_crops: int = 8
+    steps: int = 1000
     batch_size: int = 16
-    cifake_every: int = 4
+    cifake_every: int = 2
     cifake_batch: int = 64
     cifake_max: int = 20000
     lr: float = 3e-4

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 Transform = Callable[[Image.Image], Image.Image]
 
 
-def _jpeg(quality: int) -> Transform:
+def jpeg_recompress(quality: int) -> Transform:
     def apply(image: Image.Image) -> Image.Image:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=quality)
@@ -70,9 +70,9 @@ def _centre_crop(fraction: float) -> Transform:
 #: What a platform's pipeline does to an upload before it reaches us.
 STRESS: dict[str, Transform] = {
     "none": lambda image: image,
-    "jpeg_q90": _jpeg(90),
-    "jpeg_q75": _jpeg(75),
-    "jpeg_q50": _jpeg(50),
+    "jpeg_q90": jpeg_recompress(90),
+    "jpeg_q75": jpeg_recompress(75),
+    "jpeg_q50": jpeg_recompress(50),
     "blur_sigma1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
     "downscale_0.5": _rescale(0.5),
     "upscale_2x_bicubic": _rescale(2.0),

@@ -4,45 +4,74 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install install-llm lock lint typecheck test test-fast run bench bench-load soak train-shipped clean
+.PHONY: install install-run install-llm browser lock lint typecheck test test-fast run bench bench-load soak train-shipped clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 
-# Pinned from the lockfile; torch/torchvision install from this machine's local wheels.
-install: $(BIN)/python
+# Stamps named by a hash of the files they install from: a changed lock (or pyproject)
+# reinstalls, an unchanged one costs nothing.
+RUN_KEY := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+TEST_KEY := $(shell cat requirements.lock requirements-dev.lock pyproject.toml | sha256sum | cut -c1-16)
+RUN_STAMP := $(VENV)/.installed-run-$(RUN_KEY)
+TEST_STAMP := $(VENV)/.installed-test-$(TEST_KEY)
+
+# What running needs: requirements.lock (aigi[ml,local]; torch/torchvision install from
+# this machine's local wheels). No test tools, no C++ build.
+$(RUN_STAMP): | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
-	@# The browser tests drive Debian's Chromium (Playwright's own download is not used).
-	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq chromium; else \
-		echo "note: the browser tests need Debian's chromium: sudo apt-get install -y chromium"; fi; }
-	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
-		echo "note: llama-cpp-python (for the LLM tests) is built from source by 'make install-llm' (~13 min once)"
+	rm -f $(VENV)/.installed-run-*
+	touch $@
 
-# The OpenAI-compatible llama.cpp server the explainer tests talk to (built from source,
-# cached by pip afterwards).
-install-llm: $(BIN)/python
-	$(BIN)/pip install --quiet "llama-cpp-python[server]==0.3.36"
+# What testing needs on top: requirements-dev.lock, and llama.cpp's server for the LLM
+# tests (make install-llm; without it those tests skip and say why).
+$(TEST_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	-@$(MAKE) --no-print-directory install-llm
+	rm -f $(VENV)/.installed-test-*
+	touch $@
+
+install-run: $(RUN_STAMP)
+
+install: $(TEST_STAMP)
+
+# The OpenAI-compatible llama.cpp server the explainer tests start: built from source
+# the first time (~13 min on 2 cores), then from pip's wheel cache in seconds.
+# Skip it with LLM_TESTS=0 (the LLM tests then skip with the reason).
+LLM_TESTS ?= 1
+install-llm: $(RUN_STAMP)
+	@if [ "$(LLM_TESTS)" = 0 ]; then echo "LLM_TESTS=0: llama-cpp-python not installed; the LLM tests will skip"; \
+	elif $(BIN)/python -c "import llama_cpp" 2>/dev/null; then :; else \
+		echo "installing llama-cpp-python for the LLM tests (a C++ build the first time, ~13 min on 2 cores)"; \
+		$(BIN)/pip install --quiet -c requirements.lock -c requirements-dev.lock "llama-cpp-python[server]==0.3.36"; fi
+
+# The browser tests drive Debian's Chromium (Playwright's own download is not used);
+# without it they skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests: apt-get install -y chromium"; \
+		apt-get update -qq && apt-get install -y -qq chromium; else \
+		echo "note: the browser tests need Debian's chromium (sudo apt-get install -y chromium); they skip without it"; fi; }
 
 lock: $(BIN)/python
-	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' | $(BIN)/python scripts/split_lock.py
 
-lint:
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check common services tests scripts bench
 	$(BIN)/ruff format --check common services tests scripts bench
 
-typecheck:
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy common services bench
 
-test:
+test: $(TEST_STAMP) browser
 	$(BIN)/pytest
 
-test-fast:
+test-fast: $(TEST_STAMP)
 	$(BIN)/pytest tests/unit -x -q
 
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/aigi run
 
 # Benchmarks (JSON under bench/results/ + summary.md); speed is never asserted in tests.

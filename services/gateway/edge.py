@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException
 from pydantic import AfterValidator
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("aigi.gateway")
@@ -172,6 +173,8 @@ class EdgeMiddleware:
             if response_started:
                 raise
             await send_json(tracked_send, exc.status_code, {"detail": exc.detail}, _CLOSE)
+        except ClientDisconnect:  # the client left mid-body: no one to answer, no error
+            log.info("client disconnected", extra={"path": scope["path"]})
         except Exception:
             request_id = uuid.uuid4().hex
             log.exception(

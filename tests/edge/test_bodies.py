@@ -237,3 +237,30 @@ def test_an_unexpected_error_answers_json_500_and_keeps_the_connection(
     assert after.status == 200 and "items" in json.loads(after.body)
     logged = [r for r in caplog.records if getattr(r, "request_id", None) == body["request_id"]]
     assert logged and logged[0].exc_info is not None  # with its traceback
+
+
+def test_a_client_that_leaves_mid_body_is_no_error(
+    gateway: Gateway, edge_user: ApiUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    from tests.helpers import wait_until
+
+    caplog.set_level(logging.INFO, "aigi.gateway")
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {edge_user.key}\r\nContent-Length: 5000\r\n\r\n".encode()
+        + b'{"image_url": '
+    )
+    sock.close()
+    wait_until(
+        lambda: any(r.getMessage() == "client disconnected" for r in caplog.records),
+        timeout=10,
+        interval=0.05,
+        message="the gateway to see the client leave",
+    )
+    assert not [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    with RawConnection(gateway.port) as conn:  # the server carries on
+        assert conn.request("GET", "/v1/jobs", edge_user.headers).status == 200

@@ -38,9 +38,9 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def gateway(stack_env: dict[str, str]) -> Iterator[Gateway]:
-    """The real app behind uvicorn, in a thread of this process (one per module)."""
+    """The real app behind uvicorn, in a thread of this process (one for tests/edge)."""
     from common.settings import Settings
     from services.gateway.app import create_app
 

@@ -50,6 +50,11 @@ class Explanation(BaseModel):
     prompt_version: str | None = None
     summary: str | None = None
     error: str | None = None
+    grounded_rate: float | None = Field(
+        default=None,
+        description="share of the LLM's claims that named their region or measurement and "
+        "agreed with it and the verdict (null: the LLM made no claim)",
+    )
 
 
 class ImageInfoOut(BaseModel):
@@ -136,6 +141,7 @@ def job_view(
             prompt_version=doc.get("prompt_version"),
             summary=doc.get("summary"),
             error=doc.get("error"),
+            grounded_rate=doc.get("grounded_rate"),
         )
     image = image if image is not None else job.image
     return JobOut(

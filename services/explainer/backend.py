@@ -69,6 +69,7 @@ class Completion:
     constrained: bool
     schema_style: str | None
     finish_reason: str | None = None
+    prompt_tokens: int | None = None  # the server's count (``usage``), where it gives one
 
 
 class LLMBackend(Protocol):
@@ -330,11 +331,14 @@ class InferenceClientBackend:
         if not choices:
             raise LLMRejected("the answer has no choices")
         message = choices[0].message
+        usage = getattr(output, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
         return Completion(
             text=(message.content or "") if message else "",
             constrained=format_name is not None,
             schema_style=format_name,
             finish_reason=choices[0].finish_reason,
+            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
         )
 
     def close(self) -> None:

@@ -1,12 +1,20 @@
 """The explainer as a library: verdict + ROI document in, explanation out.
 
-One LLM call with the answer constrained to the taxonomy's JSON schema; where the
-server cannot constrain output, the report's two-step flow (free text, then the
-JSONifier prompt). An invalid answer gets one retry. Where no LLM is configured, the
-circuit breaker is open, the server is down or slow, or the answers stay invalid,
-the deterministic evidence explanation is returned instead. ``explain`` never raises
-for an LLM problem, and its LLM time stays within a budget below the Celery soft
-time limit.
+The LLM may discuss only the job's *candidates*: the artifacts the measured evidence
+bears on (:mod:`.grounding`), sent with their regions and numbers instead of the
+whole taxonomy. One call, the answer constrained to a JSON schema of the candidates'
+keys; where the server cannot constrain output, the report's two-step flow (free
+text, then the JSONifier prompt). Each claim is then checked: it must name its region
+or measurement and agree with the measurement and the verdict (or say it is evidence
+against the verdict). Dropped claims are recorded with the reason and the answer is
+retried once; the claims kept from both answers make the explanation, and their
+share of all claims is the job's ``grounded_rate``.
+
+Where no LLM is configured, nothing was measured to ground a claim on, the circuit
+breaker is open, the server is down or slow, or no claim survives, the
+deterministic evidence explanation is returned instead. ``explain`` never raises for
+an LLM problem, and its LLM time stays within a budget below the Celery soft time
+limit.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from services.explainer.backend import (
     SchemaUnsupported,
 )
 from services.explainer.breaker import CircuitBreaker
+from services.explainer.grounding import Candidate, Dropped, candidates, ground
 from services.explainer.inputs import EvidenceInput, VerdictInput, evidence_from_document
 from services.explainer.prompt import (
     PROMPT_VERSION,
@@ -61,6 +70,16 @@ class ExplanationResult:
     schema_style: str | None = None
     llm_calls: int = 0
     llm_seconds: float = 0.0
+    candidates: tuple[str, ...] = ()  # the artifact keys the LLM was offered
+    claims_made: int = 0  # claims in the LLM's valid answers, retry included
+    claims_kept: int = 0
+    dropped: list[Dropped] = field(default_factory=list)
+    prompt_tokens: int | None = None  # as the server counted them, all calls together
+
+    @property
+    def grounded_rate(self) -> float | None:
+        """The share of the LLM's claims that were kept (None: it made none)."""
+        return self.claims_kept / self.claims_made if self.claims_made else None
 
     def as_document(self) -> dict[str, Any]:
         """What ``job.explanation`` stores (``common/jobview.py`` shows part of it)."""
@@ -74,6 +93,11 @@ class ExplanationResult:
             "error": self.error,
             "llm_calls": self.llm_calls,
             "llm_ms": round(self.llm_seconds * 1000, 1),
+            "prompt_tokens": self.prompt_tokens,
+            "candidates": list(self.candidates),
+            "claims": {"made": self.claims_made, "kept": self.claims_kept},
+            "grounded_rate": None if self.grounded_rate is None else round(self.grounded_rate, 3),
+            "dropped": [d.as_document() for d in self.dropped],
         }
         if self.source == "llm":
             document.update(flow=self.flow, schema_style=self.schema_style)
@@ -99,6 +123,20 @@ class _Run:
     seconds: float = 0.0
     schema_style: str | None = None
     errors: list[str] = field(default_factory=list)
+    claims_made: int = 0
+    claims_kept: int = 0
+    dropped: list[Dropped] = field(default_factory=list)
+    prompt_tokens: int | None = None
+
+    def record(self, result: ExplanationResult, chosen: tuple[Candidate, ...]) -> None:
+        result.llm_calls = self.calls
+        result.candidates = tuple(c.artifact for c in chosen)
+        result.claims_made, result.claims_kept = self.claims_made, self.claims_kept
+        result.dropped, result.prompt_tokens = self.dropped, self.prompt_tokens
+
+
+class Ungrounded(InvalidAnswer):
+    """The LLM answered, but none of its claims survived the grounding checks."""
 
 
 class Explainer:
@@ -118,7 +156,6 @@ class Explainer:
         self.breaker = breaker or CircuitBreaker(
             settings.llm_breaker_failures, settings.llm_breaker_reset_seconds, clock
         )
-        self.schema = response_schema(taxonomy)
         self._sleep = sleep
         self._clock = clock
 
@@ -138,6 +175,13 @@ class Explainer:
         evidence = evidence_from_document(roi_document, gradcam_status)
         if self.backend is None:
             return self.evidence_result(verdict, evidence)
+        chosen = candidates(verdict, evidence, self.taxonomy)
+        if not chosen:
+            reason = evidence.unavailable_reason if not evidence.available else None
+            error = "LLM not called: no region measurement to ground a claim on" + (
+                f" ({reason})" if reason else ""
+            )
+            return self.evidence_result(verdict, evidence, error=error)
         if not self.breaker.allow():
             reason = (
                 f"LLM not called: circuit open after {self.breaker.consecutive_failures} "
@@ -148,11 +192,17 @@ class Explainer:
         started = self._clock()
         try:
             artifacts, flow = self._ask(
-                verdict, evidence, Budget(self.time_budget, self._clock), run
+                verdict, evidence, chosen, Budget(self.time_budget, self._clock), run
             )
         except Exception as exc:  # any LLM problem ends in the evidence explanation
             self.breaker.record_failure()
-            kind = "invalid answer" if isinstance(exc, InvalidAnswer) else type(exc).__name__
+            kind = (
+                "no grounded claim"
+                if isinstance(exc, Ungrounded)
+                else "invalid answer"
+                if isinstance(exc, InvalidAnswer)
+                else type(exc).__name__
+            )
             error = f"LLM explanation failed ({kind}): {exc}"[:500]
             log_fn = log.warning if isinstance(exc, LLMError | InvalidAnswer) else log.exception
             log_fn(
@@ -160,11 +210,12 @@ class Explainer:
                 extra={"error": error, "llm_calls": run.calls, "breaker": self.breaker.state()},
             )
             result = self.evidence_result(verdict, evidence, error=error)
-            result.llm_calls, result.llm_seconds = run.calls, self._clock() - started
+            run.record(result, chosen)
+            result.llm_seconds = self._clock() - started
             return result
         self.breaker.record_success()
         assert self.backend is not None
-        return ExplanationResult(
+        result = ExplanationResult(
             source="llm",
             artifacts=artifacts,
             summary=evidence_text.summary(verdict, evidence),
@@ -173,9 +224,10 @@ class Explainer:
             prompt_version=PROMPT_VERSION,
             flow=flow,
             schema_style=run.schema_style,
-            llm_calls=run.calls,
             llm_seconds=self._clock() - started,
         )
+        run.record(result, chosen)
+        return result
 
     def evidence_result(
         self, verdict: VerdictInput, evidence: EvidenceInput, error: str | None = None
@@ -201,35 +253,79 @@ class Explainer:
 
     # ------------------------------------------------------------------ LLM flows
     def _ask(
-        self, verdict: VerdictInput, evidence: EvidenceInput, budget: Budget, run: _Run
+        self,
+        verdict: VerdictInput,
+        evidence: EvidenceInput,
+        chosen: tuple[Candidate, ...],
+        budget: Budget,
+        run: _Run,
     ) -> tuple[dict[str, str], str]:
-        prompt = explanation_prompt(verdict, evidence, self.taxonomy, answer="json")
+        keys = [c.artifact for c in chosen]
+
+        def grounded(prompt: str, schema: dict[str, Any] | None) -> dict[str, str]:
+            return self._grounded(prompt, schema, verdict, evidence, chosen, budget, run)
+
+        prompt = explanation_prompt(verdict, chosen, answer="json")
         try:
-            return self._validated(prompt, self.schema, budget, run), "constrained"
+            return grounded(prompt, response_schema(keys)), "constrained"
         except SchemaUnsupported:
             log.info("llm cannot constrain output; two-step flow")
-        text_prompt = explanation_prompt(verdict, evidence, self.taxonomy, answer="text")
+        text_prompt = explanation_prompt(verdict, chosen, answer="text")
         free_text = self._call(text_prompt, None, budget, run, seed=0)
-        return self._validated(jsonifier_prompt(free_text, self.taxonomy), None, budget, run), (
-            "two-step"
-        )
+        return grounded(jsonifier_prompt(free_text, keys), None), "two-step"
 
-    def _validated(
-        self, prompt: str, schema: dict[str, Any] | None, budget: Budget, run: _Run
+    def _grounded(
+        self,
+        prompt: str,
+        schema: dict[str, Any] | None,
+        verdict: VerdictInput,
+        evidence: EvidenceInput,
+        chosen: tuple[Candidate, ...],
+        budget: Budget,
+        run: _Run,
     ) -> dict[str, str]:
-        """Ask, validate; one retry (with the reason) after an invalid answer."""
-        error: str | None = None
+        """Ask, validate, ground; one retry (with the reasons) after an invalid answer or
+        a dropped claim. The claims kept from both answers are the explanation."""
+        kept: dict[str, str] = {}
+        note: str | None = None
+        invalid = False
         for attempt in range(2):
-            text = self._call(
-                prompt + (retry_note(error) if error else ""), schema, budget, run, seed=attempt
-            )
+            full = prompt + (retry_note(note) if note else "")
             try:
-                return parse_answer(text, self.taxonomy)
+                text = self._call(full, schema, budget, run, seed=attempt)
+            except LLMError as exc:
+                if not kept:
+                    raise
+                log.info(
+                    "llm retry failed; keeping the first answer's claims", extra={"error": str(exc)}
+                )
+                break
+            try:
+                artifacts = parse_answer(text, self.taxonomy)
             except InvalidAnswer as exc:
-                error = str(exc)
-                run.errors.append(error)
-                log.info("invalid llm answer", extra={"attempt": attempt + 1, "error": error})
-        raise InvalidAnswer(f"invalid twice, last: {error}")
+                note, invalid = str(exc), True
+                run.errors.append(note)
+                log.info("invalid llm answer", extra={"attempt": attempt + 1, "error": note})
+                continue
+            good, dropped = ground(artifacts, chosen, verdict, evidence)
+            invalid = False
+            run.claims_made += len(artifacts)
+            run.claims_kept += len(good)
+            run.dropped += dropped
+            for key, value in good.items():
+                kept.setdefault(key, value)
+            if not dropped:
+                break
+            note = "; ".join(f"{d.artifact}: {d.reason}" for d in dropped)
+            log.info(
+                "llm claims dropped",
+                extra={"attempt": attempt + 1, "dropped": len(dropped), "kept": len(good)},
+            )
+        if kept:
+            return {c.artifact: kept[c.artifact] for c in chosen if c.artifact in kept}
+        if invalid:
+            raise InvalidAnswer(f"invalid twice, last: {note}")
+        raise Ungrounded(f"every claim dropped, last: {note}")
 
     def _call(
         self, prompt: str, schema: dict[str, Any] | None, budget: Budget, run: _Run, seed: int
@@ -264,6 +360,8 @@ class Explainer:
                 continue
             run.calls += 1
             run.seconds += self._clock() - started
+            if completion.prompt_tokens is not None:
+                run.prompt_tokens = (run.prompt_tokens or 0) + completion.prompt_tokens
             if completion.constrained:
                 run.schema_style = completion.schema_style
             return completion.text

@@ -1,11 +1,18 @@
-"""The prompts (the report's explainability template, Appendix A.1, and its JSONifier,
-Appendix A.2) and the JSON schema the answer is constrained to.
+"""The prompts (after the report's explainability template, Appendix A.1, and its
+JSONifier, Appendix A.2) and the JSON schema the answer is constrained to.
 
-The A.1 template gives the LLM the class, asks it to explain only the applicable
-artifacts, for or against the verdict, in at most 50 words each without formatting,
-and lists the artifacts. This version adds what the report's pipeline left out: the
-calibrated probability and tier, and the Grad-CAM regions with their position and the
-statistics measured inside them, so the explanation can be grounded in numbers.
+The A.1 template gave the class, asked for the applicable artifacts, for or against
+the verdict, at most 50 words each without formatting, and listed all 70 artifacts
+(~2,700 prompt tokens with SmolLM2's tokenizer, most of the stage's time on a CPU).
+This version sends only the job's *candidates* (:mod:`.grounding`): the artifacts
+the measurements bear on, each with its region, the statistic, its ratio to the whole
+image and what that means, and whether it supports the verdict. Each explanation
+must name its region or measurement; the claims are checked after decoding.
+
+The prompt starts with its static part (the role, the rules, the answer format: the
+same bytes for every job of a flow), then the verdict and the candidates, and a
+retry appends its note at the end, so the prefix caches of llama.cpp, TGI and vLLM
+skip the static part's prompt processing after the first job.
 
 Change anything in the wording and bump :data:`PROMPT_VERSION`: it is stored with
 every explanation the LLM writes.
@@ -13,12 +20,16 @@ every explanation the LLM writes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from common.artifacts import Taxonomy
-from services.explainer.inputs import STATISTIC_MEANINGS, EvidenceInput, RoiInput, VerdictInput
+from services.explainer.inputs import VerdictInput
 
-PROMPT_VERSION = "explain-v1"
+if TYPE_CHECKING:
+    from services.explainer.grounding import Candidate
+
+PROMPT_VERSION = "explain-v2"
+AGAINST_MARK = "Against the verdict:"
 MAX_WORDS = 50
 SCHEMA_NAME = "artifact_explanations"
 
@@ -36,21 +47,6 @@ def ratio(value: float | None) -> str:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
-
-
-def describe_region(roi: RoiInput) -> str:
-    box = ""
-    if roi.box_normalized:
-        x0, y0, x1, y1 = roi.box_normalized
-        box = f", box x {x0:.2f}-{x1:.2f}, y {y0:.2f}-{y1:.2f} of the image"
-    stats = "; ".join(
-        f"{s.name} {number(s.value)} ({ratio(s.relative)} the whole image)"
-        for s in roi.stats
-        if s.value is not None
-    )
-    return f"Region {roi.rank}: {roi.position}{box}, {percent(roi.heat_share)} of the heat" + (
-        f"; {stats}." if stats else "."
-    )
 
 
 def describe_metadata(metadata: dict[str, Any] | None) -> str:
@@ -81,98 +77,66 @@ def describe_metadata(metadata: dict[str, Any] | None) -> str:
     return f"File metadata: {note}"
 
 
-def describe_evidence(evidence: EvidenceInput) -> list[str]:
-    if not evidence.available:
-        return [
-            "Grad-CAM heatmap: unavailable for this image "
-            f"({evidence.unavailable_reason or 'not computed'}). "
-            "Explain from the verdict alone and do not refer to regions or measurements.",
-            describe_metadata(evidence.metadata),
-        ]
-    lines = [
-        "Grad-CAM evidence: the regions that drove the detector's decision, ranked by "
-        "their share of the heatmap, with statistics measured on the pixels inside them "
-        "(in brackets: the ratio to the same statistic over the whole image)."
-    ]
-    if evidence.image_stats:
-        whole = "; ".join(f"{k} {number(v)}" for k, v in evidence.image_stats.items())
-        lines.append(f"Whole image: {whole}.")
-    if evidence.rois:
-        lines += [describe_region(roi) for roi in evidence.rois]
-    else:
-        lines.append("No region of the heatmap stood out.")
-    if evidence.heat_outside_rois is not None:
-        lines.append(f"Heat outside these regions: {percent(evidence.heat_outside_rois)}.")
-    meanings = "; ".join(f"{k} = {v}" for k, v in STATISTIC_MEANINGS.items())
-    lines.append(f"Statistics: {meanings}.")
-    lines.append(describe_metadata(evidence.metadata))
-    return lines
+STATIC_RULES = (
+    "You are an image forensics expert explaining a detector's verdict on an image.",
+    "Each candidate artifact below comes with a statistic measured in a Grad-CAM region "
+    "(a part of the image that drove the verdict), compared with the whole image.",
+    "Rules:",
+    "- Explain only the candidates, under their keys; leave out any you cannot explain.",
+    '- Name the region and the statistic (e.g. "Region 1, upper left: noise residual") and '
+    "cite its numbers exactly as given. Never invent a number.",
+    '- Say "higher" or "lower" only as measured.',
+    f'- For a candidate marked "against the verdict", start with "{AGAINST_MARK}".',
+    f"- At most {MAX_WORDS} words each, plain sentences, no markdown.",
+)
+OUTPUT = {
+    "json": "Answer with one JSON object: candidate key to explanation.",
+    "text": "Answer in plain text: one line per candidate: its key, a colon, the explanation.",
+}
 
 
-def artifact_list(taxonomy: Taxonomy) -> str:
-    """The taxonomy as the prompt lists it: by family, ``- key: description``."""
-    lines = []
-    for family, items in taxonomy.by_family().items():
-        lines.append(f"{family.capitalize()} ({taxonomy.families.get(family, family)}):")
-        lines += [f"- {a.key}: {a.description}" for a in items]
-    return "\n".join(lines)
+def describe_candidate(candidate: Candidate) -> str:
+    """One candidate as the prompt shows it: the numbers a claim may cite."""
+    roi = candidate.roi
+    whole = f" ({number(candidate.whole)})" if candidate.whole is not None else ""
+    stance = "supports the verdict" if candidate.supports_verdict else "against the verdict"
+    return (
+        f"- {candidate.artifact}: Region {roi.rank}, {roi.position}, {candidate.label} "
+        f"{number(candidate.value)} = {ratio(candidate.relative)} the whole image{whole}, "
+        f"{candidate.measured}: {candidate.meaning}; {stance}."
+    )
 
 
 def explanation_prompt(
-    verdict: VerdictInput, evidence: EvidenceInput, taxonomy: Taxonomy, answer: str = "json"
+    verdict: VerdictInput, chosen: Sequence[Candidate], answer: str = "json"
 ) -> str:
-    """The A.1 prompt. ``answer='json'`` asks for the JSON object (constrained decoding),
+    """The prompt: the static rules and answer format, then this job's verdict and
+    candidates. ``answer='json'`` asks for the JSON object (constrained decoding),
     ``answer='text'`` for plain text, the first step of the two-step flow."""
-    cls = verdict.described
-    header = [
-        "You are an image forensics expert. A detector has classified an image; "
-        "explain the visual artifacts behind its verdict.",
-        f"Class: {cls}. Probability that the image is AI-generated: "
-        f"{verdict.probability:.3f} (tier: {verdict.tier}).",
-        *describe_evidence(evidence),
-    ]
-    rules = (
-        f"Task: explain why the image is classified as {verdict.label_name}. Explain only the "
-        "artifacts from the list below that apply to this image, for or against the verdict, "
-        f"at most {MAX_WORDS} words each, in plain sentences with no formatting (no markdown, "
-        "no lists, no line breaks inside an explanation). Where they are available, refer to "
-        "the regions by position and cite the measured numbers; never invent measurements."
-    )
-    if answer == "json":
-        output = (
-            "Answer with one JSON object: each key is an artifact key from the list, each value "
-            "is its explanation as a string. Leave out the artifacts that do not apply."
-        )
-    else:
-        output = (
-            "Answer in plain text: one line per applicable artifact, starting with its key "
-            "from the list, a colon, then the explanation."
-        )
     return "\n".join(
         [
-            *header,
+            *STATIC_RULES,
+            OUTPUT[answer],
             "",
-            rules,
-            output,
-            "",
-            "Artifacts to be considered:",
-            artifact_list(taxonomy),
+            f"Verdict: {verdict.described}, probability {verdict.probability:.3f} that the "
+            f"image is AI-generated ({verdict.tier}).",
+            "Candidates:",
+            *(describe_candidate(c) for c in chosen),
         ]
     )
 
 
-def jsonifier_prompt(free_text: str, taxonomy: Taxonomy) -> str:
+def jsonifier_prompt(free_text: str, keys: Iterable[str]) -> str:
     """The A.2 prompt: convert a free-text explanation to the JSON object."""
-    keys = ", ".join(taxonomy.keys)
     return "\n".join(
         [
             "Convert the explanation below into one JSON object. Each key must be one of the "
-            f"artifact keys listed below; each value is the explanation of that artifact "
-            f"from the text, as a plain string of at most {MAX_WORDS} words with no formatting. "
-            "Leave out artifacts the explanation does not mention. Answer with the JSON object "
-            "only, nothing before or after it.",
+            "keys listed below; each value is the explanation of that key from the text, as a "
+            f"plain string of at most {MAX_WORDS} words with no formatting. Leave out keys the "
+            "explanation does not mention. Answer with the JSON object only, nothing before "
+            "or after it.",
             "",
-            f"Artifact keys: {keys}",
+            f"Keys: {', '.join(keys)}",
             "",
             "Explanation:",
             free_text.strip(),
@@ -181,24 +145,26 @@ def jsonifier_prompt(free_text: str, taxonomy: Taxonomy) -> str:
 
 
 def retry_note(error: str) -> str:
-    """Appended to the prompt of the one retry after an invalid answer."""
+    """Appended to the prompt of the one retry (after the candidates: the cached prefix
+    stays the same)."""
     return (
         "\n\nYour previous answer was rejected: "
-        f"{error[:300]}. Answer again and follow the rules exactly."
+        f"{error[:400]}. Answer again and follow the rules exactly."
     )
 
 
-def response_schema(taxonomy: Taxonomy) -> dict[str, Any]:
-    """JSON schema of the answer: taxonomy keys, string values, nothing else.
+def response_schema(keys: Iterable[str]) -> dict[str, Any]:
+    """JSON schema of the answer: the given keys (the job's candidates), string values,
+    nothing else.
 
-    No property is required (only the applicable artifacts are explained) and values
-    carry no ``maxLength``: the 50-word rule is checked after decoding, where a long
-    answer costs one retry, instead of in the grammar, where bounded repetition over
-    70 properties makes grammar compilation slow on some servers.
+    No property is required (a candidate the model cannot explain is left out) and
+    values carry no ``maxLength``: the 50-word rule is checked after decoding, where a
+    long answer costs one retry, instead of in the grammar, where bounded repetition
+    makes grammar compilation slow on some servers.
     """
     return {
         "title": SCHEMA_NAME,
         "type": "object",
-        "properties": {key: {"type": "string", "minLength": 1} for key in taxonomy.keys},
+        "properties": {key: {"type": "string", "minLength": 1} for key in keys},
         "additionalProperties": False,
     }

@@ -73,6 +73,8 @@ def explain_job(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun) -> None:
             "artifacts": len(result.artifacts),
             "llm_calls": result.llm_calls,
             "llm_ms": round(result.llm_seconds * 1000, 1),
+            "grounded_rate": result.grounded_rate,
+            "dropped": len(result.dropped),
         },
     )
     _finish(ctx, job_id, run, StageStatus.DONE, result.as_document(), result.source)

@@ -95,15 +95,15 @@ def extract_json_object(text: str) -> object:
     fence; constrained output is the object itself.
     """
     stripped = text.strip()
-    try:
-        return json.loads(stripped)
+    try:  # strict=False: a line break inside a string is whitespace, collapsed later
+        return json.loads(stripped, strict=False)
     except json.JSONDecodeError:
         pass
     start = stripped.find("{")
     if start < 0:
         raise InvalidAnswer("the answer contains no JSON object")
     try:
-        value, _ = json.JSONDecoder().raw_decode(stripped[start:])
+        value, _ = json.JSONDecoder(strict=False).raw_decode(stripped[start:])
     except json.JSONDecodeError as exc:
         raise InvalidAnswer(f"the answer is not valid JSON ({exc.msg} at {exc.pos})") from None
     return value

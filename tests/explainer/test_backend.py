@@ -77,7 +77,7 @@ def test_tgi_detected_and_sent_its_grammar_shape(
     monkeypatch.setenv("HF_TOKEN", "hf_must_not_leak")
     assert huggingface_hub.get_token() == "hf_must_not_leak"
     server = recording_server(tgi)
-    schema = response_schema(taxonomy)
+    schema = response_schema(taxonomy.keys)
     backend = track(InferenceClientBackend(server.url, "configured-model"))
     completion = backend.complete("explain", schema=schema, max_tokens=64, timeout=5, seed=3)
     assert completion.text == ANSWER and completion.constrained
@@ -99,7 +99,7 @@ def test_openai_style_sends_json_schema(
     track: Track, recording_server: Start, taxonomy: Taxonomy
 ) -> None:
     server = recording_server(openai_like)
-    schema = response_schema(taxonomy)
+    schema = response_schema(taxonomy.keys)
     backend = track(InferenceClientBackend(server.url + "/v1", "m", api_key="secret-key"))
     completion = backend.complete("explain", schema=schema, max_tokens=64, timeout=5)
     assert completion.schema_style == "openai-json_schema"
@@ -118,7 +118,7 @@ def test_refused_shape_falls_back_to_json_object_and_is_remembered(
     track: Track, recording_server: Start, taxonomy: Taxonomy
 ) -> None:
     server = recording_server(llama_cpp_like)
-    schema = response_schema(taxonomy)
+    schema = response_schema(taxonomy.keys)
     backend = track(InferenceClientBackend(server.url, "m", schema_style="openai"))
     first = backend.complete("explain", schema=schema, max_tokens=64, timeout=5)
     second = backend.complete("explain", schema=schema, max_tokens=64, timeout=5)
@@ -138,7 +138,7 @@ def test_server_refusing_every_shape(
         return 200, chat_answer("free text")
 
     server = recording_server(refuse)
-    schema = response_schema(taxonomy)
+    schema = response_schema(taxonomy.keys)
     backend = track(InferenceClientBackend(server.url, "m", schema_style="tgi"))
     with pytest.raises(SchemaUnsupported):
         backend.complete("explain", schema=schema, max_tokens=64, timeout=5)
@@ -159,7 +159,9 @@ def test_hf_hub_offline_does_not_break_the_client(
     with pytest.raises(OfflineModeIsEnabled):  # what the stock client does offline
         stock.chat_completion(messages=[{"role": "user", "content": "x"}], max_tokens=4)
     backend = track(InferenceClientBackend(server.url, "m", schema_style="tgi"))
-    completion = backend.complete("x", schema=response_schema(taxonomy), max_tokens=4, timeout=5)
+    completion = backend.complete(
+        "x", schema=response_schema(taxonomy.keys), max_tokens=4, timeout=5
+    )
     assert completion.text == ANSWER
 
 

@@ -22,8 +22,9 @@ from services.explainer.breaker import CircuitBreaker
 from services.explainer.explainer import Explainer
 from services.explainer.inputs import VerdictInput
 from services.explainer.prompt import PROMPT_VERSION
+from tests.explainer.conftest import GROUNDED
 
-VALID = json.dumps({"frequency_domain_signatures": "Upper left region: 2.3x the energy."})
+VALID = json.dumps({"frequency_domain_signatures": GROUNDED})
 INVALID = json.dumps({"not_an_artifact": "x"})
 
 
@@ -104,8 +105,13 @@ def test_constrained_answer(
     assert result.model == "scripted-model" and result.prompt_version == PROMPT_VERSION
     assert result.flow == "constrained" and result.schema_style == "tgi"
     assert len(backend.calls) == 1 and backend.calls[0].schema is not None
-    assert set(backend.calls[0].schema["properties"]) == set(taxonomy.keys)
+    # the schema holds the job's candidates only, the prompt no other artifact
+    assert list(backend.calls[0].schema["properties"]) == list(result.candidates)
+    assert "frequency_domain_signatures" in result.candidates and len(result.candidates) <= 4
+    assert "texture_repetition_patterns" not in backend.calls[0].prompt
     document_out = result.as_document()
+    assert document_out["grounded_rate"] == 1.0 and document_out["dropped"] == []
+    assert document_out["claims"] == {"made": 1, "kept": 1}
     assert document_out["source"] == "llm" and document_out["taxonomy_version"] == "taxonomy-v1"
     assert "probability 0.873" in result.summary
 
@@ -137,7 +143,7 @@ def test_invalid_twice_falls_back(
 def test_two_step_flow_where_output_cannot_be_constrained(
     fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
 ) -> None:
-    free_text = "frequency_domain_signatures: the upper left region has 2.3x the energy."
+    free_text = f"frequency_domain_signatures: {GROUNDED}"
     backend = ScriptedBackend([SchemaUnsupported("no grammar"), free_text, INVALID, VALID])
     result = make(backend, taxonomy)[0].explain(fake_verdict, document)
     assert result.source == "llm" and result.flow == "two-step"
@@ -240,3 +246,84 @@ def test_unexpected_error_falls_back(
     result = make(backend, taxonomy)[0].explain(fake_verdict, document)
     assert result.source == "evidence"
     assert result.error == "LLM explanation failed (RuntimeError): bug"
+
+
+# ------------------------------------------------------------------ grounding in the flow
+def test_dropped_claim_is_recorded_and_retried(
+    fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
+) -> None:
+    smooth = (
+        "Region 1, upper left: the noise residual is 0.32x the whole image (1.02 vs 3.21), "
+        "lower, a weak residual that indicates generation."
+    )
+    first = {
+        "frequency_domain_signatures": GROUNDED,
+        "artificial_smoothness": "Smooth surfaces are typical of generated images.",
+    }
+    backend = ScriptedBackend([json.dumps(first), json.dumps({"artificial_smoothness": smooth})])
+    result = make(backend, taxonomy)[0].explain(fake_verdict, document)
+    assert result.source == "llm" and result.llm_calls == 2
+    assert result.artifacts == {
+        "frequency_domain_signatures": GROUNDED,
+        "artificial_smoothness": smooth,
+    }
+    assert (result.claims_made, result.claims_kept, result.grounded_rate) == (3, 2, 2 / 3)
+    [dropped] = result.as_document()["dropped"]
+    assert dropped["artifact"] == "artificial_smoothness"
+    assert dropped["reason"].startswith("names neither its region and statistic")
+    retry = backend.calls[1].prompt
+    assert retry.startswith(backend.calls[0].prompt)  # the cached prefix is unchanged
+    assert "artificial_smoothness: names neither its region and statistic" in retry
+
+
+def test_issue_answer_for_a_real_verdict_is_dropped(
+    document: dict[str, Any], taxonomy: Taxonomy
+) -> None:
+    """The answer of the issue: artifacts paraphrased, each "could indicate an artificial
+    source", for an image judged REAL at p = 0.004."""
+    verdict = VerdictInput("REAL", 0.004, "mostly real", "test-tiny")
+    claim = "The noise residual in region 1 is lower, which could indicate an artificial source."
+    answer = json.dumps({"artificial_smoothness": claim, "frequency_domain_signatures": claim})
+    backend = ScriptedBackend([answer, answer])
+    explainer, _ = make(backend, taxonomy)
+    result = explainer.explain(verdict, document)
+    assert result.source == "evidence" and result.llm_calls == 2
+    assert result.grounded_rate == 0.0 and result.claims_made == 4
+    assert result.error and result.error.startswith("LLM explanation failed (no grounded claim)")
+    reasons = {d.artifact: d.reason for d in result.dropped}
+    assert "without saying it is evidence against the verdict" in reasons["artificial_smoothness"]
+    assert "names neither" in reasons["frequency_domain_signatures"]
+    assert "Camera images can show this too" in result.artifacts["artificial_smoothness"]
+
+
+def test_counter_evidence_marked_as_such_is_kept(
+    document: dict[str, Any], taxonomy: Taxonomy
+) -> None:
+    verdict = VerdictInput("REAL", 0.004, "mostly real", "test-tiny")
+    claim = (
+        "Against the verdict: Region 1, upper left, has a noise residual of 0.32x the whole "
+        "image (1.02 vs 3.21), lower, a weak residual that indicates generation."
+    )
+    backend = ScriptedBackend([json.dumps({"artificial_smoothness": claim})])
+    result = make(backend, taxonomy)[0].explain(verdict, document)
+    assert result.source == "llm" and result.artifacts == {"artificial_smoothness": claim}
+    assert result.grounded_rate == 1.0
+
+
+def test_retry_failure_keeps_the_first_answers_claims(
+    fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
+) -> None:
+    first = {"frequency_domain_signatures": GROUNDED, "artificial_smoothness": "Too smooth."}
+    backend = ScriptedBackend([json.dumps(first), LLMRejected("HTTP 400: context")])
+    result = make(backend, taxonomy)[0].explain(fake_verdict, document)
+    assert result.source == "llm" and result.artifacts == {"frequency_domain_signatures": GROUNDED}
+    assert result.grounded_rate == 0.5 and result.dropped[0].reason == "fewer than 6 words"
+
+
+def test_nothing_measured_no_llm_call(fake_verdict: VerdictInput, taxonomy: Taxonomy) -> None:
+    backend = ScriptedBackend([VALID])
+    failed = {"rois": [], "error": "Grad-CAM failed: ValueError: image too small"}
+    result = make(backend, taxonomy)[0].explain(fake_verdict, failed, gradcam_status="failed")
+    assert result.source == "evidence" and backend.calls == []
+    assert result.error and result.error.startswith("LLM not called: no region measurement")
+    assert result.grounded_rate is None and result.as_document()["candidates"] == []

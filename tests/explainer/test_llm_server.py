@@ -1,10 +1,11 @@
 """The explainer against a real OpenAI-compatible server: llama-cpp-python serving the
 tiny random Mistral of tests/fixtures/tiny-mistral.gguf (scripts/make_tiny_gguf.py).
 
-Its answers are random text; what is checked is the mechanics: the schema reaches the
-server and constrains the output, the answer parses and validates, invalid output is
-retried and then replaced by the evidence explanation, a stopped server gives the
-evidence explanation too.
+Its answers are random text; what is checked is the mechanics: the schema of the job's
+candidates reaches the server and constrains the output, the answer parses and
+validates, its claims are checked and dropped (random text names no region), invalid
+output is retried and then replaced by the evidence explanation, a stopped server
+gives the evidence explanation too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from common.artifacts import Taxonomy
 from common.settings import Settings
 from services.explainer.backend import InferenceClientBackend
 from services.explainer.explainer import Explainer
+from services.explainer.grounding import candidates
 from services.explainer.inputs import VerdictInput, evidence_from_document
-from services.explainer.prompt import PROMPT_VERSION, explanation_prompt, response_schema
-from services.explainer.validation import validate_explanations
+from services.explainer.prompt import explanation_prompt, response_schema
 from tests.explainer.conftest import MODEL_ALIAS, LlamaServer, Track, start_llama
 
 pytestmark = pytest.mark.llm
@@ -46,18 +47,19 @@ def test_schema_constrains_the_output(
     document: dict[str, Any],
     taxonomy: Taxonomy,
 ) -> None:
-    prompt = explanation_prompt(fake_verdict, evidence_from_document(document), taxonomy)
+    chosen = candidates(fake_verdict, evidence_from_document(document), taxonomy)
+    keys = [c.artifact for c in chosen]
+    prompt = explanation_prompt(fake_verdict, chosen)
     backend = track(InferenceClientBackend(llama_server.url, MODEL_ALIAS))  # style auto
-    constrained = backend.complete(
-        prompt, schema=response_schema(taxonomy), max_tokens=512, timeout=30
-    )
+    constrained = backend.complete(prompt, schema=response_schema(keys), max_tokens=512, timeout=30)
     # /info is absent → openai style; llama-cpp-python refuses json_schema → json_object
     assert backend.resolved_formats == ("openai-json_object",)
     assert constrained.constrained and constrained.schema_style == "openai-json_object"
     answer = json.loads(constrained.text)
     print("constrained answer:", constrained.text)
     assert isinstance(answer, dict) and answer
-    assert set(answer) <= set(taxonomy.keys)
+    assert set(answer) <= set(keys)
+    assert constrained.prompt_tokens  # the server's usage count reaches the explainer
     assert all(isinstance(v, str) and v for v in answer.values())
     # control: the same random model without the schema writes no such object
     free = backend.complete(prompt, schema=None, max_tokens=128, timeout=30)
@@ -65,25 +67,29 @@ def test_schema_constrains_the_output(
         parsed = json.loads(free.text)
     except ValueError:
         parsed = None
-    assert not (isinstance(parsed, dict) and parsed and set(parsed) <= set(taxonomy.keys))
+    assert not (isinstance(parsed, dict) and parsed and set(parsed) <= set(keys))
 
 
-def test_explanation_written_by_the_llm(
+def test_random_claims_are_checked_and_dropped(
     track: Track,
     llama_server: LlamaServer,
     fake_verdict: VerdictInput,
     document: dict[str, Any],
     taxonomy: Taxonomy,
 ) -> None:
-    settings = settings_for(llama_server.url)
+    """Constrained JSON of random words: valid, but no claim names its region and
+    statistic or a measured number, so each is dropped with the reason (both answers)."""
+    settings = settings_for(llama_server.url, llm_max_tokens=256)
     explainer = track(Explainer(InferenceClientBackend.from_settings(settings), taxonomy, settings))
     result = explainer.explain(fake_verdict, document)
-    print("llm explanation:", result.as_document())
-    assert result.source == "llm", result.error
-    assert result.model == MODEL_ALIAS and result.prompt_version == PROMPT_VERSION
-    assert result.flow == "constrained" and result.schema_style == "openai-json_object"
-    assert result.artifacts and validate_explanations(result.artifacts, taxonomy)
-    assert "probability 0.873" in result.summary
+    document_out = result.as_document()
+    print("random model's claims:", document_out["dropped"])
+    assert result.source == "evidence" and result.llm_calls == 2
+    assert result.error and result.error.startswith("LLM explanation failed (no grounded claim)")
+    assert result.claims_made >= 2 and result.claims_kept == 0 and result.grounded_rate == 0.0
+    assert all(d["reason"] and d["artifact"] in result.candidates for d in document_out["dropped"])
+    assert document_out["prompt_tokens"]  # (the fixture's tokenizer is not a real one)
+    assert document_out["candidates"] == list(result.candidates)
 
 
 def test_unconstrained_server_two_step_invalid_then_fallback(

@@ -1,12 +1,15 @@
-"""The prompt (A.1 template + verdict + ROIs), the JSONifier prompt and the schema."""
+"""The prompt (static rules first, then the verdict and the job's candidates), the
+JSONifier prompt and the schema."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from common.artifacts import Taxonomy
+from services.explainer.grounding import candidates
 from services.explainer.inputs import VerdictInput, evidence_from_document
 from services.explainer.prompt import (
+    AGAINST_MARK,
     PROMPT_VERSION,
     explanation_prompt,
     jsonifier_prompt,
@@ -14,66 +17,62 @@ from services.explainer.prompt import (
 )
 
 
-def test_prompt_carries_verdict_rois_statistics_and_artifacts(
+def prompt_for(
+    verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy, answer: str = "json"
+) -> str:
+    chosen = candidates(verdict, evidence_from_document(document), taxonomy)
+    return explanation_prompt(verdict, chosen, answer=answer)
+
+
+def test_prompt_carries_the_verdict_and_the_candidates_numbers(
     fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
 ) -> None:
-    prompt = explanation_prompt(fake_verdict, evidence_from_document(document), taxonomy)
-    assert PROMPT_VERSION == "explain-v1"
-    # the class, the probability, the tier
-    assert "Class: FAKE (AI-generated)" in prompt
-    assert "classified as FAKE" in prompt
-    assert "0.873" in prompt and "mostly fake" in prompt
-    # the A.1 rules
-    assert "Explain only the artifacts" in prompt and "for or against the verdict" in prompt
-    assert "at most 50 words each" in prompt and "no formatting" in prompt
-    # the ROIs: position, box, heat share, measured statistics and their ratios
-    assert "Region 1: upper left, box x 0.00-0.31, y 0.05-0.40" in prompt
-    assert "41% of the heat" in prompt and "Region 2: lower right" in prompt
-    assert "high_freq_energy 0.184 (2.30x the whole image)" in prompt
-    assert "noise_residual 1.02 (0.32x the whole image)" in prompt
-    assert "Whole image: high_freq_energy 0.0801" in prompt
-    assert "Heat outside these regions: 36%" in prompt
-    # the metadata absence note
-    assert "This proves nothing" in prompt
-    # the artifact list: every key, grouped by family
-    assert "Artifacts to be considered:" in prompt
-    for artifact in taxonomy.artifacts:
-        assert f"- {artifact.key}: {artifact.description}" in prompt
-    assert "Geometry (" in prompt and "Lighting (" in prompt
+    prompt = prompt_for(fake_verdict, document, taxonomy)
+    assert PROMPT_VERSION == "explain-v2"
+    assert "Verdict: FAKE (AI-generated), probability 0.873" in prompt and "mostly fake" in prompt
+    assert (
+        "- frequency_domain_signatures: Region 1, upper left, high-frequency energy 0.184 = "
+        "2.30x the whole image (0.0801), higher: excess high-frequency energy" in prompt
+    )
+    assert "- blurred_boundaries_in_fine_details: Region 2, lower right" in prompt
+    assert "; supports the verdict." in prompt and "; against the verdict." in prompt
+    assert f'start with "{AGAINST_MARK}"' in prompt and "Never invent a number" in prompt
     assert "one JSON object" in prompt
+    # only the candidates: not the 70-artifact taxonomy
+    assert prompt.count("\n- ") == 4 + 5  # 4 candidates, 5 rules
+    assert "texture_repetition_patterns" not in prompt
+
+
+def test_static_part_comes_first_and_is_the_same_for_every_job(
+    fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
+) -> None:
+    """Servers' prefix caches skip what two jobs' prompts share from the start."""
+    real = VerdictInput("REAL", 0.004, "mostly real")
+    one, two = prompt_for(fake_verdict, document, taxonomy), prompt_for(real, document, taxonomy)
+    shared = next(i for i, (a, b) in enumerate(zip(one, two, strict=False)) if a != b)
+    assert one[:shared].endswith("Verdict: ")
+    assert shared > 0.4 * len(one)
 
 
 def test_text_prompt_for_the_two_step_flow(
     fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
 ) -> None:
-    prompt = explanation_prompt(
-        fake_verdict, evidence_from_document(document), taxonomy, answer="text"
-    )
+    prompt = prompt_for(fake_verdict, document, taxonomy, answer="text")
     assert "Answer in plain text" in prompt and "JSON" not in prompt
 
 
-def test_prompt_without_heatmap(taxonomy: Taxonomy) -> None:
-    verdict = VerdictInput("REAL", 0.12, "mostly real")
-    failed = {"rois": [], "error": "Grad-CAM failed: ValueError: too small"}
-    prompt = explanation_prompt(verdict, evidence_from_document(failed, "failed"), taxonomy)
-    assert "Class: REAL (not AI-generated)" in prompt and "0.120" in prompt
-    assert "heatmap: unavailable" in prompt and "too small" in prompt
-    assert "Explain from the verdict alone" in prompt
-    assert "Region 1" not in prompt
-
-
-def test_jsonifier_prompt(taxonomy: Taxonomy) -> None:
-    prompt = jsonifier_prompt("texture_repetition_patterns: the wall repeats.", taxonomy)
+def test_jsonifier_prompt() -> None:
+    keys = ["artificial_smoothness", "frequency_domain_signatures"]
+    prompt = jsonifier_prompt("artificial_smoothness: region 1 is smooth.", keys)
     assert prompt.startswith("Convert the explanation below into one JSON object")
-    assert "the wall repeats." in prompt
-    assert all(key in prompt for key in taxonomy.keys)
+    assert "region 1 is smooth." in prompt and "Keys: " + ", ".join(keys) in prompt
     assert "JSON object only" in prompt
 
 
-def test_schema_has_exactly_the_taxonomy_keys(taxonomy: Taxonomy) -> None:
-    schema = response_schema(taxonomy)
-    assert schema["type"] == "object"
-    assert schema["additionalProperties"] is False
-    assert list(schema["properties"]) == list(taxonomy.keys)
+def test_schema_has_exactly_the_given_keys(taxonomy: Taxonomy) -> None:
+    keys = ["artificial_smoothness", "frequency_domain_signatures"]
+    schema = response_schema(keys)
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert list(schema["properties"]) == keys
     assert all(p == {"type": "string", "minLength": 1} for p in schema["properties"].values())
-    assert "required" not in schema  # only the applicable artifacts are explained
+    assert "required" not in schema  # a candidate the model cannot explain is left out

@@ -1,6 +1,7 @@
 """The explain stage against the real Postgres: ``explain_job`` through ``run_stage``
 with a real WorkerContext, and once end to end through a real ``aigi worker explain``
-process talking to the llama.cpp server."""
+process, both talking over HTTP to a server that answers a grounded claim (the real
+models' answers are checked in test_llm_server.py and test_real_model.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from services.explainer.prompt import PROMPT_VERSION
 from services.explainer.service import explain_job
 from services.runtime import TaskInfo, WorkerContext, run_stage
 from tests.conftest import Services, WorkerPool
-from tests.explainer.conftest import MODEL_ALIAS, LlamaServer, free_port, roi_document
+from tests.explainer.conftest import GROUNDED, RecordingServer, free_port, roi_document
 from tests.helpers import wait_until
 
 LIMITS = {
@@ -107,11 +108,10 @@ def load(database_url: str, job_id: uuid.UUID) -> tuple[Job, list[JobStage]]:
         return job, stages
 
 
-@pytest.mark.llm
 def test_llm_explanation_stored_and_shown(
-    services: Services, use_context: Any, llama_server: LlamaServer
+    services: Services, use_context: Any, grounded_llm: RecordingServer
 ) -> None:
-    ctx = use_context(llm_url=llama_server.url, llm_model=MODEL_ALIAS, **LIMITS)
+    use_context(llm_url=grounded_llm.url, llm_model="grounded", **LIMITS)
     job_id = make_job(services.database_url)
     assert run_explain(job_id)
     assert not run_explain(job_id)  # idempotent: the stage already finished
@@ -121,9 +121,12 @@ def test_llm_explanation_stored_and_shown(
     assert [(s.stage, s.status) for s in stages] == [(EXPLAIN, StageStatus.DONE)]
     view = job_view(job, "http://test").explanation
     assert view is not None and view.source == "llm" and view.status == "done"
-    assert view.model == MODEL_ALIAS and view.prompt_version == PROMPT_VERSION
-    assert view.artifacts and set(view.artifacts) <= set(ctx.explainer.taxonomy.keys)
+    assert view.model == "grounded" and view.prompt_version == PROMPT_VERSION
+    assert view.artifacts == {"frequency_domain_signatures": GROUNDED}
     assert view.summary and "0.873" in view.summary and view.error is None
+    assert view.grounded_rate == 1.0
+    assert job.explanation and job.explanation["claims"] == {"made": 1, "kept": 1}
+    assert len(grounded_llm.posts()) == 1
 
 
 def test_without_llm_the_evidence_explanation_is_stored(
@@ -172,9 +175,8 @@ def test_failed_gradcam_explained_from_the_verdict(services: Services, use_conte
     assert "heatmap is unavailable" in job.explanation["summary"]
 
 
-@pytest.mark.llm
 def test_worker_process_end_to_end(
-    isolated_env: dict[str, str], worker_pool: WorkerPool, llama_server: LlamaServer
+    isolated_env: dict[str, str], worker_pool: WorkerPool, grounded_llm: RecordingServer
 ) -> None:
     """A real ``aigi worker explain`` with AIGI_LLM_URL set explains a queued job."""
     from common.pipeline import ChainSender
@@ -185,8 +187,8 @@ def test_worker_process_end_to_end(
         EXPLAIN,
         name="explain-llm",
         extra_env={
-            "AIGI_LLM_URL": llama_server.url,
-            "AIGI_LLM_MODEL": MODEL_ALIAS,
+            "AIGI_LLM_URL": grounded_llm.url,
+            "AIGI_LLM_MODEL": "grounded",
             "AIGI_EXPLAIN_TIME_LIMIT_SECONDS": "60",
             "AIGI_EXPLAIN_VISIBILITY_TIMEOUT_SECONDS": "90",
             "AIGI_LLM_TIMEOUT_SECONDS": "30",
@@ -205,7 +207,7 @@ def test_worker_process_end_to_end(
     view = job_view(job, "http://test").explanation
     assert view is not None, worker_pool.workers[0].log()
     assert view.source == "llm", (job.explanation, worker_pool.workers[0].log()[-3000:])
-    assert view.model == MODEL_ALIAS and view.prompt_version == PROMPT_VERSION
+    assert view.model == "grounded" and view.prompt_version == PROMPT_VERSION
     _, stages = load(env["AIGI_DATABASE_URL"], job_id)
     assert [(s.stage, s.status, s.worker) for s in stages] == [
         (EXPLAIN, StageStatus.DONE, "explain-llm@test")

@@ -74,14 +74,15 @@ test-fast: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/aigi run
 
-# Benchmarks (JSON under bench/results/ + summary.md); speed is never asserted in tests.
-bench:
-	$(BIN)/aigi bench all
+# Benchmarks (bench/, not part of the installed product; JSON under bench/results/ +
+# summary.md); speed is never asserted in tests.
+bench: $(TEST_STAMP)
+	$(BIN)/python -m bench all
 
 # Open-loop load against the real stack: submit latency percentiles and completion
 # (add --profile to py-spy the gateway at the highest rate; it costs CPU itself).
-bench-load:
-	$(BIN)/aigi bench load --rates 50,100,200 --duration 10 --warmup 3 --gateway-processes 2 --worker-nice 19
+bench-load: $(TEST_STAMP)
+	$(BIN)/python -m bench load --rates 50,100,200 --duration 10 --warmup 3 --gateway-processes 2 --worker-nice 19
 
 # Long versions of the fault and fuzz suites, and the hostile-client suite (tests/edge).
 soak:

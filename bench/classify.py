@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
+from bench.models import BenchModel
 from common.detector.config import Quantization
 from common.detector.inference import DetectorEngine
 from common.detector.model import Detector, count_parameters
 from common.detector.preprocess import batch_from_images, native_crops, normalize
 from common.images import decode_rgb
-from services.bench.models import BenchModel
 
 TARGET_SPEEDUP = 2.0
 Labels = tuple[list[int], list[float]]

@@ -1,4 +1,5 @@
-"""``aigi bench classify|queue|scaling|load|all``: measured here, never in tests.
+"""``python -m bench classify|gradcam|queue|scaling|load|all``: measured here, never
+in tests (``make bench`` runs ``all``, ``make bench-load`` runs ``load``).
 
 Every command writes ``<out>/<item>.json`` (``{"machine": ..., "<item>": ...}``),
 refreshes ``<out>/summary.md`` and prints the machine and the table on stderr; the
@@ -7,6 +8,8 @@ JSON goes to stdout.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,9 +27,9 @@ QuickOption = Annotated[bool, typer.Option("--quick", help="smoke-test sizes (ti
 
 
 def _plan(out: Path | None, threads: int, quick: bool) -> Any:
-    from services.bench.machine import default_threads
-    from services.bench.report import RESULTS_DIR
-    from services.bench.runner import Plan
+    from bench.machine import default_threads
+    from bench.report import RESULTS_DIR
+    from bench.runner import Plan
 
     folder = out or RESULTS_DIR
     count = threads or default_threads()
@@ -34,8 +37,8 @@ def _plan(out: Path | None, threads: int, quick: bool) -> Any:
 
 
 def _tables(payload: dict[str, Any], items: tuple[str, ...]) -> None:
-    from services.bench.machine import machine_line
-    from services.bench.report import RENDER
+    from bench.machine import machine_line
+    from bench.report import RENDER
 
     for item in items:
         console.print(f"\n{item}: {machine_line(payload['machine'])}", **PLAIN)
@@ -73,7 +76,7 @@ def classify(
     repeats: int = 2,
 ) -> None:
     """Naive loop against the service path (batching, inference mode, int8)."""
-    from services.bench.runner import run_classify
+    from bench.runner import run_classify
 
     plan = _plan(out, threads, quick)
     plan.images_dir = images
@@ -91,7 +94,7 @@ def queue(
     count: Annotated[int, typer.Option("--images", help="measured images")] = 20,
 ) -> None:
     """Queue path (gateway → Redis → workers → Postgres) against one process."""
-    from services.bench.runner import run_queue
+    from bench.runner import run_queue
 
     plan = _plan(out, threads, quick)
     if not quick:
@@ -107,7 +110,7 @@ def scaling(
     workers: Annotated[str, typer.Option(help="workers per stage to compare")] = "1,2",
 ) -> None:
     """Jobs/s completed with 1 and 2 workers per stage."""
-    from services.bench.runner import run_scaling
+    from bench.runner import run_scaling
 
     plan = _plan(out, 1, quick)
     if not quick:
@@ -142,7 +145,7 @@ def load(
     ] = 3.0,
 ) -> None:
     """Start a local stack and drive its gateway with open-loop load."""
-    from services.bench.runner import run_load
+    from bench.runner import run_load
 
     plan = _plan(out, 1, False)
     plan.timeout = drain_timeout
@@ -166,7 +169,7 @@ def run_all(
     images: Annotated[Path | None, typer.Option(help="a folder of images for classify")] = None,
 ) -> None:
     """Every benchmark in one run (``make bench``); also writes ``all.json``."""
-    from services.bench.runner import RUNNERS, run_items
+    from bench.runner import RUNNERS, run_items
 
     chosen = tuple(i.strip() for i in items.split(",") if i.strip())
     unknown = [i for i in chosen if i not in RUNNERS]
@@ -179,10 +182,46 @@ def run_all(
     emit(combined)
 
 
+def gradcam(
+    model: Annotated[Path | None, typer.Option("--model")] = None,
+    repeats: int = 10,
+    vit: Annotated[bool, typer.Option(help="also a full-size ViT-B/16 CLIP")] = True,
+) -> None:
+    """Grad-CAM time against one forward pass (last line: one JSON object)."""
+    import torch
+
+    from bench.gradcam_timing import bench_model, vit_b16_detector
+    from common.detector.checkpoint import load_checkpoint
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    detector = load_checkpoint(model)
+    results = {detector.config.model_id: bench_model(detector, repeats=repeats)}
+    console.print(f"{detector.config.model_id}: {results[detector.config.model_id]}")
+    if vit:
+        results["clip-vit-b16"] = bench_model(vit_b16_detector(), repeats=max(3, repeats // 2))
+        console.print(f"clip-vit-b16: {results['clip-vit-b16']}")
+    console.print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    print(json.dumps(results))  # noqa: T201 - the benchmark's contract is its last stdout line
+
+
 def register(bench_app: typer.Typer) -> None:
-    """Attach the commands to ``aigi bench`` (next to ``aigi bench gradcam``)."""
+    """Attach the commands to a Typer app (``python -m bench``'s own)."""
     bench_app.command("classify")(classify)
+    bench_app.command("gradcam")(gradcam)
     bench_app.command("queue")(queue)
     bench_app.command("scaling")(scaling)
     bench_app.command("load")(load)
     bench_app.command("all")(run_all)
+
+
+app = typer.Typer(
+    help="Benchmarks (speed is measured here, never in tests).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+register(app)
+
+
+def main() -> None:
+    app()

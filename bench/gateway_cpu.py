@@ -1,6 +1,6 @@
 """CPU per submission: the gateway's and Postgres's, one request at a time.
 
-    python scripts/gateway_cpu.py [--requests 400] [--image-size 64]
+    python -m bench.gateway_cpu [--requests 400] [--image-size 64]
 
 Starts a bench stack (no workers), one gateway process, and sends unique PNGs one
 after another over a keep-alive connection. CPU comes from ``/proc/<pid>/stat`` of the
@@ -17,11 +17,11 @@ import asyncio
 import json
 import time
 
+from bench.models import synthetic_pngs
+from bench.procstat import cpu_seconds, pids_named, process_tree
+from bench.rawhttp import RawSender, multipart_job_request
+from bench.stack import BenchStack
 from common.detector.config import SHIPPED_MODEL
-from services.bench.models import synthetic_pngs
-from services.bench.procstat import cpu_seconds, pids_named, process_tree
-from services.bench.rawhttp import RawSender, multipart_job_request
-from services.bench.stack import BenchStack
 
 
 async def measure(url: str, key: str, requests: list[bytes], warm: int, gateway: list[int]) -> dict:
@@ -75,7 +75,7 @@ def main() -> None:
         ]
         gateway = process_tree(stack.gateway.pid)
         result = asyncio.run(measure(url, stack.key, requests, args.warm, gateway))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))  # noqa: T201 - the result is the output
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``gradcam``: Grad-CAM time against one forward, per model (target ≤ 1.2x).
 
-On CPU this is :func:`services.gradcam.bench.bench_model` unchanged. On CUDA the same
+On CPU this is :func:`bench.gradcam_timing.bench_model` unchanged. On CUDA the same
 measurement runs on the GPU with bf16 autocast (falling back to fp32 if Grad-CAM
 cannot run in bf16), synchronising before each clock read.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from bench.gradcam_timing import bench_model, interleaved_medians
+from bench.models import BenchModel
 from common.detector.model import Detector
-from services.bench.models import BenchModel
-from services.gradcam.bench import bench_model, interleaved_medians
 from services.gradcam.cam import DetectorCAM
 
 TARGET_RATIO = 1.2

@@ -1,4 +1,4 @@
-"""`aigi bench gradcam`: Grad-CAM cost against one forward pass, per model.
+"""`python -m bench gradcam`: Grad-CAM cost against one forward pass, per model.
 
 Measured on the shipped detector and on a full-size ViT-B/16 CLIP configuration (random
 weights: timing does not depend on them), in the same run and process. The last output

@@ -1,4 +1,4 @@
-"""Open-loop load against a running gateway; ``aigi bench load`` starts a stack itself.
+"""Open-loop load against a running gateway; ``python -m bench load`` starts a stack itself.
 
     python -m bench.load --url http://127.0.0.1:8000 --key KEY --rates 50,100,200 --duration 10
 
@@ -16,10 +16,10 @@ import random
 import sys
 from pathlib import Path
 
-from services.bench.loadgen import images_needed, run_load
-from services.bench.machine import machine_info, machine_line
-from services.bench.models import synthetic_pngs
-from services.bench.report import RENDER
+from bench.loadgen import images_needed, run_load
+from bench.machine import machine_info, machine_line
+from bench.models import synthetic_pngs
+from bench.report import RENDER
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,7 +7,7 @@ separately, from the actual one). After each rate the generator polls every acce
 job until it is ``done``/``failed``; a job that is neither by the drain deadline is
 *lost*. Each image is unique, so no result is served from the dedup cache.
 
-Submissions go through :class:`~services.bench.rawhttp.RawSender` (requests encoded
+Submissions go through :class:`~bench.rawhttp.RawSender` (requests encoded
 before the clock starts); the generator's own CPU use during the submit phase is
 reported as ``generator_cpu_cores`` so a saturated generator cannot pass for a slow
 gateway.
@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
+from bench.rawhttp import RawSender, multipart_job_request
 from common.collector import collector_frozen
-from services.bench.rawhttp import RawSender, multipart_job_request
 
 FINAL = ("done", "failed")
 ProfileHook = Callable[[float], contextlib.AbstractContextManager[dict[str, Any]]]

@@ -87,7 +87,7 @@ def shipped_or_fallback(folder: Path | None = None) -> BenchModel:
 
 
 def vit_b16() -> BenchModel:
-    from services.gradcam.bench import VIT_B16, vit_b16_detector
+    from bench.gradcam_timing import VIT_B16, vit_b16_detector
 
     return BenchModel(
         "clip-vit-b16-random",
@@ -98,15 +98,6 @@ def vit_b16() -> BenchModel:
 
 def tiny() -> BenchModel:
     return BenchModel("bench-tiny-compact", tiny_detector(), {"note": "smoke-test size"})
-
-
-def select_models(names: list[str]) -> list[BenchModel]:
-    """``shipped``, ``vit`` and ``tiny``, in the order given."""
-    builders = {"shipped": shipped_or_fallback, "vit": vit_b16, "tiny": tiny}
-    unknown = [n for n in names if n not in builders]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(builders)}")
-    return [builders[n]() for n in names]
 
 
 # ---------------------------------------------------------------------------- images

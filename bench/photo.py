@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.models import BenchModel
 from common.detector.inference import DetectorEngine
 from common.detector.preprocess import batch_from_images, native_crops, normalize
 from common.images import decode_rgb
-from services.bench.models import BenchModel
 from services.gradcam.cam import DetectorCAM
 
 TARGET_CLASSIFY_MS = 300.0

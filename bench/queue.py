@@ -39,14 +39,14 @@ from typing import Any
 
 import httpx
 
+from bench.loadgen import FINAL, finished_timestamp
+from bench.stack import BenchStack
 from common.db.models import Job, JobStatus, StageStatus
 from common.detector.inference import DetectorEngine
 from common.images import decode_rgb
 from common.queues import CLASSIFY, EXPLAIN, GRADCAM
 from common.settings import Settings
 from services import runtime
-from services.bench.loadgen import FINAL, finished_timestamp
-from services.bench.stack import BenchStack
 from services.gradcam.analysis import analyze_image
 from services.gradcam.cam import DetectorCAM
 
@@ -102,7 +102,6 @@ class InProcessStages:
             llm_url=None,
         )
         self.ctx = runtime.WorkerContext(settings)
-        runtime.set_context(self.ctx)
         self.url_policy = policy_for(settings.allowed_fetch_hosts)
         self.model_id = model_id_of(settings.model_path)
         with self.ctx.session() as session:
@@ -129,13 +128,10 @@ class InProcessStages:
             # fresh: the queue path ran these bytes just before; no cached copy here
             accepted = intake.submit(self.principal, Submission(data=data), JobOptions(fresh=True))
         job_id, info = str(accepted.job.id), runtime.TaskInfo(worker="in-process")
-        runtime.run_stage(
-            CLASSIFY, job_id, classify_job, _never, info, running_status=JobStatus.CLASSIFYING
-        )
-        runtime.run_stage(GRADCAM, job_id, gradcam_job, _never, info)
-        runtime.run_stage(
-            EXPLAIN, job_id, explain_job, _never, info, running_status=JobStatus.EXPLAINING
-        )
+        ctx = self.ctx
+        runtime.run_stage(CLASSIFY, job_id, classify_job, _never, info, JobStatus.CLASSIFYING, ctx)
+        runtime.run_stage(GRADCAM, job_id, gradcam_job, _never, info, ctx=ctx)
+        runtime.run_stage(EXPLAIN, job_id, explain_job, _never, info, JobStatus.EXPLAINING, ctx)
         elapsed = (time.perf_counter() - start) * 1000.0
         with self.ctx.session() as session:
             job = runtime.load_job(session, job_id)
@@ -146,7 +142,6 @@ class InProcessStages:
     def close(self) -> None:
         if "cam" in self.ctx.__dict__:
             self.ctx.cam.release()
-        runtime.reset_context()
 
 
 class DoneReceiver:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.bench.machine import ROOT, machine_line
+from bench.machine import ROOT, machine_line
 
 RESULTS_DIR = ROOT / "bench" / "results"
 ITEMS = ("classify", "gradcam", "queue_overhead", "scaling", "load")
@@ -171,7 +171,11 @@ RENDER = {
 
 
 def render_summary(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["# Benchmark results", "", "Written by `aigi bench`; one JSON file per item here."]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python -m bench`; one JSON file per item here.",
+    ]
     for name, payload in results.items():
         lines += ["", f"## {name}", "", f"_{machine_line(payload['machine'])}_"]
         if payload["machine"].get("warning"):

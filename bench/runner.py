@@ -1,4 +1,4 @@
-"""What ``aigi bench <item>`` and ``make bench`` run: settings, models, stacks, files."""
+"""What ``python -m bench <item>`` and ``make bench`` run: settings, models, stacks, files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.detector.config import COMPACT_CIFAKE_V1
-from services.bench.machine import (
+from bench.machine import (
     CpuSnapshot,
     cpu_snapshot,
     cuda_available,
@@ -20,7 +19,7 @@ from services.bench.machine import (
     machine_info,
     set_threads,
 )
-from services.bench.models import (
+from bench.models import (
     BenchModel,
     bench_images,
     shipped_or_fallback,
@@ -29,8 +28,9 @@ from services.bench.models import (
     tiny_native,
     vit_b16,
 )
-from services.bench.report import RESULTS_DIR, write_result
-from services.bench.stack import BenchStack
+from bench.report import RESULTS_DIR, write_result
+from bench.stack import BenchStack
+from common.detector.config import COMPACT_CIFAKE_V1
 
 CORE_ITEMS = ("classify", "gradcam", "photo_12mp", "queue_overhead", "scaling")
 
@@ -128,7 +128,7 @@ def _record(
 
 def run_classify(plan: Plan) -> dict[str, Any]:
     since = cpu_snapshot()
-    from services.bench.classify import bench_classify
+    from bench.classify import bench_classify
 
     set_threads(plan.threads)
     models = [model_named(n) for n in plan.classify_models]
@@ -145,7 +145,7 @@ def run_classify(plan: Plan) -> dict[str, Any]:
 
 def run_gradcam(plan: Plan) -> dict[str, Any]:
     since = cpu_snapshot()
-    from services.bench.gradcam import bench_gradcam
+    from bench.gradcam import bench_gradcam
 
     set_threads(plan.threads)
     models = [model_named(n) for n in plan.gradcam_models]
@@ -156,7 +156,7 @@ def run_gradcam(plan: Plan) -> dict[str, Any]:
 
 def run_photo(plan: Plan) -> dict[str, Any]:
     since = cpu_snapshot()
-    from services.bench.photo import bench_photo, synthetic_photo
+    from bench.photo import bench_photo, synthetic_photo
 
     set_threads(plan.threads)
     models = [model_named(n) for n in plan.photo_models]
@@ -166,7 +166,7 @@ def run_photo(plan: Plan) -> dict[str, Any]:
 
 def run_queue(plan: Plan) -> dict[str, Any]:
     since = cpu_snapshot()
-    from services.bench.queue import RECEIVER_ENV, bench_queue
+    from bench.queue import RECEIVER_ENV, bench_queue
 
     set_threads(plan.threads)
     images = synthetic_pngs(plan.queue_images + plan.queue_warmup, (256, 256), seed=10_000)
@@ -187,7 +187,7 @@ def run_queue(plan: Plan) -> dict[str, Any]:
 
 def run_scaling(plan: Plan) -> dict[str, Any]:
     since = cpu_snapshot()
-    from services.bench.scaling import bench_scaling
+    from bench.scaling import bench_scaling
 
     count = plan.scaling_jobs * len(plan.scaling_workers) + 2 * sum(plan.scaling_workers)
     images = synthetic_pngs(count, (64, 64), seed=20_000)
@@ -209,10 +209,10 @@ def run_load(
 ) -> dict[str, Any]:
     """Start a stack, then the open-loop load generator against its gateway."""
     since = cpu_snapshot()
-    from services.bench.loadgen import images_needed
-    from services.bench.loadgen import run_load as generate
-    from services.bench.procstat import tree_cpu_seconds
-    from services.bench.profile import pyspy_record
+    from bench.loadgen import images_needed
+    from bench.loadgen import run_load as generate
+    from bench.procstat import tree_cpu_seconds
+    from bench.profile import pyspy_record
 
     warm = 2 * workers
     images = synthetic_pngs(images_needed(rates, duration, warm, warmup), (64, 64), seed=30_000)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.bench.loadgen import (
+from bench.loadgen import (
     await_completion,
     burst,
     client_for,
     summarize_completion,
     summarize_submissions,
 )
-from services.bench.rawhttp import RawSender
-from services.bench.stack import BenchStack
+from bench.rawhttp import RawSender
+from bench.stack import BenchStack
 
 
 async def _batch(url: str, key: str, images: list[bytes], timeout: float) -> dict[str, Any]:

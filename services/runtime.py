@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from common.blobstore import BlobStore, blob_store_from_settings
@@ -97,12 +97,6 @@ def context() -> WorkerContext:
     return _context
 
 
-def set_context(ctx: WorkerContext) -> None:
-    """Run stages in this process with ``ctx`` (a benchmark's own settings)."""
-    global _context
-    _context = ctx
-
-
 def reset_context() -> None:
     global _context
     _context = None
@@ -161,14 +155,16 @@ def run_stage(
     is_done: Callable[[Job], bool],
     info: TaskInfo,
     running_status: str | None = None,
+    ctx: WorkerContext | None = None,
 ) -> bool:
     """Run ``work`` for one job unless the stage already finished; record the run.
 
     ``work`` receives the :class:`StageRun` it must finish in the same transaction as
     its result, so the result and the record of it are written together or not at all.
-    Returns False when the stage had already finished (an idempotent no-op).
+    Returns False when the stage had already finished (an idempotent no-op). ``ctx``
+    defaults to this process's :func:`context` (a benchmark passes its own).
     """
-    ctx = context()
+    ctx = ctx or context()
     job_uuid = uuid.UUID(job_id)
     with ctx.session() as session:
         job = load_job(session, job_uuid)
@@ -238,12 +234,3 @@ def mark_record(
             error=error,
         )
     )
-
-
-def latest_stage(session: Session, job_id: uuid.UUID, stage: str) -> JobStage | None:
-    return session.scalars(
-        select(JobStage)
-        .where(JobStage.job_id == job_id, JobStage.stage == stage)
-        .order_by(JobStage.id.desc())
-        .limit(1)
-    ).first()

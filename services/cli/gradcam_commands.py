@@ -1,8 +1,10 @@
-"""Explanation commands: robustness metrics and the Grad-CAM benchmark."""
+"""Explanation commands: robustness metrics.
+
+The Grad-CAM benchmark is ``python -m bench gradcam`` (``bench/``, not installed).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -10,10 +12,6 @@ from typing import Annotated
 import typer
 
 from services.cli.output import console, emit, fail
-
-bench_app = typer.Typer(
-    help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True
-)
 
 
 def robustness(
@@ -68,30 +66,5 @@ def robustness(
     emit({k: v for k, v in summary.items() if k != "images"} | {"report": str(report)})
 
 
-@bench_app.command("gradcam")
-def bench_gradcam(
-    model: Annotated[Path | None, typer.Option("--model")] = None,
-    repeats: int = 10,
-    vit: Annotated[bool, typer.Option(help="also a full-size ViT-B/16 CLIP")] = True,
-) -> None:
-    """Grad-CAM time against one forward pass (last line: one JSON object)."""
-    import torch
-
-    from common.detector.checkpoint import load_checkpoint
-    from services.gradcam.bench import bench_model, vit_b16_detector
-
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
-    torch.set_num_threads(threads)
-    detector = load_checkpoint(model)
-    results = {detector.config.model_id: bench_model(detector, repeats=repeats)}
-    console.print(f"{detector.config.model_id}: {results[detector.config.model_id]}")
-    if vit:
-        results["clip-vit-b16"] = bench_model(vit_b16_detector(), repeats=max(3, repeats // 2))
-        console.print(f"clip-vit-b16: {results['clip-vit-b16']}")
-    console.print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
-    print(json.dumps(results))  # noqa: T201 - the benchmark's contract is its last stdout line
-
-
 def register(app: typer.Typer) -> None:
     app.command()(robustness)
-    app.add_typer(bench_app, name="bench")

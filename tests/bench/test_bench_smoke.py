@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.bench.classify import bench_cuda
-from services.bench.gradcam import bench_bf16
-from services.bench.loadgen import images_needed, percentiles, run_load
-from services.bench.models import synthetic_pngs, tiny_detector
-from services.bench.procstat import tree_cpu_seconds
-from services.bench.queue import RECEIVER_ENV, bench_queue
-from services.bench.report import load_results, render_summary, write_result
-from services.bench.runner import Plan, run_classify, run_gradcam
-from services.bench.scaling import bench_scaling
-from services.bench.stack import BenchStack
+from bench.classify import bench_cuda
+from bench.gradcam import bench_bf16
+from bench.loadgen import images_needed, percentiles, run_load
+from bench.models import synthetic_pngs, tiny_detector
+from bench.procstat import tree_cpu_seconds
+from bench.queue import RECEIVER_ENV, bench_queue
+from bench.report import load_results, render_summary, write_result
+from bench.runner import Plan, run_classify, run_gradcam
+from bench.scaling import bench_scaling
+from bench.stack import BenchStack
 
 MACHINE_KEYS = {"cpu_model", "cores", "torch_threads", "loadavg_1m", "cuda"}
 LATENCY_KEYS = {"p50", "p95", "p99", "max", "mean"}
@@ -67,7 +67,7 @@ def test_gradcam_ratio_per_model(tmp_path: Path) -> None:
 
 
 def test_photo_item_times_classify_and_gradcam_per_model(tmp_path: Path) -> None:
-    from services.bench.runner import run_photo
+    from bench.runner import run_photo
 
     run_photo(Plan.quick(tmp_path))
     result = _read(tmp_path, "photo_12mp")
@@ -92,7 +92,7 @@ def test_percentiles_of_nothing_and_of_values() -> None:
 
 
 def test_latency_by_second_buckets_by_scheduled_time() -> None:
-    from services.bench.loadgen import Submitted, latency_by_second
+    from bench.loadgen import Submitted, latency_by_second
 
     def answered(at: float, latency_ms: float, ok: bool = True) -> Submitted:
         return Submitted(0, at, at, at + latency_ms / 1000, 0.0, 202, "id" if ok else None)
@@ -173,12 +173,14 @@ def test_cli_commands_register_and_write_results(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from services.cli.bench_commands import register
+    from bench.cli import register
 
     app = typer.Typer()
     register(app)
     names = {command.name for command in app.registered_commands}
-    assert {"classify", "queue", "scaling", "load", "all"} <= names
-    result = CliRunner().invoke(app, ["classify", "--quick", "--threads", "1", "--out", tmp_path])
+    assert {"classify", "gradcam", "queue", "scaling", "load", "all"} <= names
+    result = CliRunner().invoke(
+        app, ["classify", "--quick", "--threads", "1", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "classify.json").is_file() and (tmp_path / "summary.md").is_file()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bench.procstat import cpu_seconds, pids_named, process_tree, tree_cpu_seconds
+from bench.procstat import cpu_seconds, pids_named, process_tree, tree_cpu_seconds
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 

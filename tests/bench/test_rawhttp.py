@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.bench.rawhttp import RawSender, multipart_job_request
+from bench.rawhttp import RawSender, multipart_job_request
 
 
 async def _serve(handler: object) -> tuple[asyncio.Server, str]:

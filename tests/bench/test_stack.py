@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bench.stack import Child
+from bench.stack import Child
 
 
 @pytest.mark.skipif(

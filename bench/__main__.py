@@ -1,0 +1,5 @@
+"""``python -m bench``: the benchmark commands (:mod:`bench.cli`)."""
+
+from bench.cli import main
+
+main()

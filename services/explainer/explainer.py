@@ -37,7 +37,8 @@ from services.explainer.backend import (
     SchemaUnsupported,
 )
 from services.explainer.breaker import CircuitBreaker
-from services.explainer.grounding import Candidate, Dropped, candidates, ground
+from services.explainer.claims import Dropped, ground
+from services.explainer.grounding import Candidate, candidates
 from services.explainer.inputs import EvidenceInput, VerdictInput, evidence_from_document
 from services.explainer.prompt import (
     PROMPT_VERSION,
@@ -267,7 +268,8 @@ class Explainer:
 
         prompt = explanation_prompt(verdict, chosen, answer="json")
         try:
-            return grounded(prompt, response_schema(keys)), "constrained"
+            schema = response_schema(keys, {c.artifact: c.prefix for c in chosen})
+            return grounded(prompt, schema), "constrained"
         except SchemaUnsupported:
             log.info("llm cannot constrain output; two-step flow")
         text_prompt = explanation_prompt(verdict, chosen, answer="text")

@@ -20,7 +20,8 @@ every explanation the LLM writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from services.explainer.inputs import VerdictInput
@@ -32,6 +33,9 @@ PROMPT_VERSION = "explain-v2"
 AGAINST_MARK = "Against the verdict:"
 MAX_WORDS = 50
 SCHEMA_NAME = "artifact_explanations"
+REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}/\"]")
+#: After the prefix: any text without a quote or a backslash, to the end.
+PATTERN_REST = '[^"\\\\]*$'
 
 
 def number(value: float | None) -> str:
@@ -83,8 +87,8 @@ STATIC_RULES = (
     "(a part of the image that drove the verdict), compared with the whole image.",
     "Rules:",
     "- Explain only the candidates, under their keys; leave out any you cannot explain.",
-    '- Name the region and the statistic (e.g. "Region 1, upper left: noise residual") and '
-    "cite its numbers exactly as given. Never invent a number.",
+    '- Start with the region and the statistic (e.g. "Region 1, upper left: the noise '
+    'residual ..."), then cite its numbers exactly as given. Never invent a number.',
     '- Say "higher" or "lower" only as measured.',
     f'- For a candidate marked "against the verdict", start with "{AGAINST_MARK}".',
     f"- At most {MAX_WORDS} words each, plain sentences, no markdown.",
@@ -153,18 +157,32 @@ def retry_note(error: str) -> str:
     )
 
 
-def response_schema(keys: Iterable[str]) -> dict[str, Any]:
+def response_schema(
+    keys: Iterable[str], prefixes: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """JSON schema of the answer: the given keys (the job's candidates), string values,
-    nothing else.
+    nothing else; where ``prefixes`` gives one, the value must start with it.
+
+    The prefix (region and statistic, see ``Candidate.prefix``) is a ``pattern``: TGI,
+    vLLM and llama.cpp compile it into their grammar, so a constrained answer names
+    its region and statistic by construction. It holds no regex metacharacter (one
+    that would is left out, not escaped: llama.cpp's server crashed on ``\\ ``
+    escapes here), and the rest of the value excludes quotes and backslashes.
 
     No property is required (a candidate the model cannot explain is left out) and
     values carry no ``maxLength``: the 50-word rule is checked after decoding, where a
     long answer costs one retry, instead of in the grammar, where bounded repetition
     makes grammar compilation slow on some servers.
     """
+    properties: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        prefix = (prefixes or {}).get(key)
+        properties[key] = {"type": "string", "minLength": 1}
+        if prefix and not REGEX_SPECIAL.search(prefix):
+            properties[key]["pattern"] = f"^{prefix}{PATTERN_REST}"
     return {
         "title": SCHEMA_NAME,
         "type": "object",
-        "properties": {key: {"type": "string", "minLength": 1} for key in keys},
+        "properties": properties,
         "additionalProperties": False,
     }

@@ -35,8 +35,8 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 #: A claim about the fixture's region 1 that passes every grounding check for FAKE.
 GROUNDED = (
-    "Region 1, upper left: high-frequency energy 0.184 is 2.30x the whole image (0.0801), "
-    "higher, which indicates generation."
+    "Region 1, upper left: the high-frequency energy is 0.184, 2.30x the whole image "
+    "(0.0801), higher, which indicates generation."
 )
 
 

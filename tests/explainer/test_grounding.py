@@ -7,14 +7,8 @@ from typing import Any
 import pytest
 
 from common.artifacts import Taxonomy
-from services.explainer.grounding import (
-    Candidate,
-    candidates,
-    check_claim,
-    measured_numbers,
-    positions_in,
-    reading_of,
-)
+from services.explainer.claims import check_claim, measured_numbers, positions_in, reading_of
+from services.explainer.grounding import Candidate, candidates
 from services.explainer.inputs import VerdictInput, evidence_from_document
 
 REAL = VerdictInput("REAL", 0.004, "mostly real", "test-tiny")

@@ -3,6 +3,7 @@ JSONifier prompt and the schema."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from common.artifacts import Taxonomy
@@ -15,6 +16,7 @@ from services.explainer.prompt import (
     jsonifier_prompt,
     response_schema,
 )
+from tests.explainer.conftest import GROUNDED
 
 
 def prompt_for(
@@ -76,3 +78,20 @@ def test_schema_has_exactly_the_given_keys(taxonomy: Taxonomy) -> None:
     assert list(schema["properties"]) == keys
     assert all(p == {"type": "string", "minLength": 1} for p in schema["properties"].values())
     assert "required" not in schema  # a candidate the model cannot explain is left out
+
+
+def test_schema_fixes_how_each_explanation_starts(
+    fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
+) -> None:
+    chosen = candidates(fake_verdict, evidence_from_document(document), taxonomy)
+    schema = response_schema([c.artifact for c in chosen], {c.artifact: c.prefix for c in chosen})
+    patterns = {key: p["pattern"] for key, p in schema["properties"].items()}
+    assert re.fullmatch(patterns["frequency_domain_signatures"], GROUNDED)
+    assert not re.fullmatch(patterns["frequency_domain_signatures"], "Upper left: 2.3x.")
+    against = patterns["excessive_sharpness_in_certain_image_regions"]
+    assert against.startswith(f"^{AGAINST_MARK} Region 1, upper left: the edge sharpness ")
+    assert not re.fullmatch(against, 'Region 1, upper left: the edge sharpness "quoted"')
+    # a prefix with a regex metacharacter is left out rather than escaped
+    assert (
+        "pattern" not in response_schema(["k"], {"k": "Region 1 (upper left) "})["properties"]["k"]
+    )

@@ -19,8 +19,9 @@ import pytest
 from common.artifacts import Taxonomy
 from common.settings import Settings
 from services.explainer.backend import InferenceClientBackend
+from services.explainer.claims import check_claim, measured_numbers
 from services.explainer.explainer import Explainer
-from services.explainer.grounding import candidates, check_claim, measured_numbers
+from services.explainer.grounding import candidates
 from services.explainer.inputs import VerdictInput, evidence_from_document
 from tests.explainer.conftest import SMOLLM2_ALIAS, LlamaServer, Track
 

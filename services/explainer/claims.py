@@ -1,11 +1,12 @@
 """Checking the LLM's claims against the job's candidates (:mod:`.grounding`).
 
 A claim is kept when it names its region and statistic or cites its measurement,
-states the measurement (a measured number, or higher/lower), cites no number that
-was not measured, places no region where none is, states the statistic's direction
-as measured, reads the measurement as the rule does (generation, or no sign of it),
-and agrees with the verdict unless it says it is evidence against the verdict. A
-claim that fails is dropped with the reason.
+states the measurement (a measured number, or higher/lower), cites no number but
+its own candidate's (a ratio as the ratio, a value as a value), places no region
+where none is, states the statistic's direction as measured, reads the measurement
+as the rule does (generation, or no sign of it), and agrees with the verdict unless
+it says it is evidence against the verdict. A claim that fails is dropped with the
+reason.
 
 The checks read English with patterns: a claim they cannot classify (no direction
 words) is judged on its citations alone, and a correct claim in unusual wording may
@@ -22,6 +23,7 @@ from typing import Literal
 
 from services.explainer.grounding import Candidate, Reading
 from services.explainer.inputs import EvidenceInput, RoiInput, VerdictInput
+from services.explainer.prompt import number
 
 _NUMBER = re.compile(
     r"(?<![\w.])(\d+(?:\.\d+)?)(\s*%|\s*(?:x|×)(?![\w\d])|\s+times\b)?", re.IGNORECASE
@@ -103,30 +105,23 @@ def _cited(text: str) -> list[tuple[float, int, str]]:
     return out
 
 
-def _number_known(value: float, decimals: int, kind: str, known: list[float]) -> bool:
+def _number_known(
+    value: float, decimals: int, kind: str, candidate: Candidate, verdict: VerdictInput
+) -> bool:
+    """Is a cited number this candidate's measurement, in the unit it is cited in? A
+    ratio (``2.3x``, ``2.3 times``) must be the ratio; a percentage its region's heat
+    share, the ratio, or the ratio as a change (``130% higher``); a plain decimal any
+    of its numbers, the probability or the heat share."""
+    heat = [candidate.roi.heat_share] if candidate.roi.heat_share is not None else []
+    if kind == "x":
+        return _matches(value, decimals, candidate.relative)
     if kind == "%":
-        fraction_decimals = decimals + 2
-        return any(
-            _matches(value / 100, fraction_decimals, k)
-            or _matches(1 + value / 100, fraction_decimals, k)
-            or _matches(1 - value / 100, fraction_decimals, k)
-            for k in known
+        fraction, digits = value / 100, decimals + 2
+        return any(_matches(fraction, digits, k) for k in [*heat, candidate.relative]) or any(
+            _matches(1 + sign * fraction, digits, candidate.relative) for sign in (1, -1)
         )
+    known = [*candidate.numbers(), verdict.probability, *heat]
     return any(_matches(value, decimals, k) for k in known)
-
-
-def measured_numbers(verdict: VerdictInput, evidence: EvidenceInput) -> list[float]:
-    """Every number the prompt could have shown: statistics, ratios, heat shares."""
-    known = [verdict.probability]
-    known += [v for v in evidence.image_stats.values() if v is not None]
-    if evidence.heat_outside_rois is not None:
-        known.append(evidence.heat_outside_rois)
-    for roi in evidence.rois:
-        if roi.heat_share is not None:
-            known.append(roi.heat_share)
-        for stat in roi.stats:
-            known += [v for v in (stat.value, stat.relative) if v is not None]
-    return known
 
 
 #: How a claim may name each statistic.
@@ -172,7 +167,6 @@ def check_claim(
     text: str,
     candidate: Candidate,
     verdict: VerdictInput,
-    known: list[float],
     positions: tuple[str, ...],
 ) -> str | None:
     """Why the claim about ``candidate`` is dropped; None when it is kept.
@@ -182,10 +176,15 @@ def check_claim(
     if len(text.split()) < MIN_WORDS:
         return f"fewer than {MIN_WORDS} words"
     cited = _cited(text)
-    unknown = [f"{v:g}{kind}" for v, d, kind in cited if not _number_known(v, d, kind, known)]
+    unknown = [
+        f"{v:g}{kind}" for v, d, kind in cited if not _number_known(v, d, kind, candidate, verdict)
+    ]
     if unknown:
-        return f"cites {', '.join(unknown)}, which was not measured"
-    cites_own = any(_number_known(v, d, kind, list(candidate.numbers())) for v, d, kind in cited)
+        return (
+            f"cites {', '.join(unknown)}, which is not its measurement ({candidate.label} "
+            f"{number(candidate.value)}, {candidate.relative:.2f}x the whole image)"
+        )
+    cites_own = bool(cited)
     named = _names_region(text, candidate.roi) and _names_statistic(text, candidate.statistic)
     if not cites_own and not named:
         return (
@@ -254,7 +253,6 @@ def ground(
 ) -> tuple[dict[str, str], list[Dropped]]:
     """Split an answer's claims into the kept ones and the dropped ones (with reasons)."""
     by_key = {c.artifact: c for c in chosen}
-    known = measured_numbers(verdict, evidence)
     positions = tuple(dict.fromkeys(roi.position for roi in evidence.rois))
     kept: dict[str, str] = {}
     dropped: list[Dropped] = []
@@ -263,7 +261,7 @@ def ground(
         if candidate is None:
             dropped.append(Dropped(key, "not a candidate: no measurement bears on it", text))
             continue
-        reason = check_claim(text, candidate, verdict, known, positions)
+        reason = check_claim(text, candidate, verdict, positions)
         if reason is None:
             kept[key] = text
         else:

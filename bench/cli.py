@@ -1,4 +1,4 @@
-"""``python -m bench classify|gradcam|queue|scaling|load|all``: measured here, never
+"""``python -m bench classify|gradcam|queue|scaling|explain|load|all``: measured here, never
 in tests (``make bench`` runs ``all``, ``make bench-load`` runs ``load``).
 
 Every command writes ``<out>/<item>.json`` (``{"machine": ..., "<item>": ...}``),
@@ -102,6 +102,22 @@ def queue(
     _show(run_queue(plan), "queue_overhead")
 
 
+def explain(
+    out: OutOption = None,
+    quick: QuickOption = False,
+    jobs: Annotated[int, typer.Option(help="explanations to time")] = 12,
+    threads: Annotated[int, typer.Option(help="llama.cpp threads")] = 2,
+) -> None:
+    """The explain stage against SmolLM2-135M-Instruct on llama.cpp: seconds, prompt
+    tokens and grounded rate per job."""
+    from bench.runner import run_explain
+
+    plan = _plan(out, 1, quick)
+    if not quick:
+        plan.explain_jobs, plan.explain_threads = jobs, threads
+    _show(run_explain(plan), "explain")
+
+
 def scaling(
     out: OutOption = None,
     quick: QuickOption = False,
@@ -163,9 +179,9 @@ def run_all(
     items: Annotated[
         str,
         typer.Option(
-            help="comma-separated: classify, gradcam, photo_12mp, queue_overhead, scaling"
+            help="comma-separated: classify, gradcam, photo_12mp, queue_overhead, scaling, explain"
         ),
-    ] = "classify,gradcam,photo_12mp,queue_overhead,scaling",
+    ] = "classify,gradcam,photo_12mp,queue_overhead,scaling,explain",
     images: Annotated[Path | None, typer.Option(help="a folder of images for classify")] = None,
 ) -> None:
     """Every benchmark in one run (``make bench``); also writes ``all.json``."""
@@ -211,6 +227,7 @@ def register(bench_app: typer.Typer) -> None:
     bench_app.command("gradcam")(gradcam)
     bench_app.command("queue")(queue)
     bench_app.command("scaling")(scaling)
+    bench_app.command("explain")(explain)
     bench_app.command("load")(load)
     bench_app.command("all")(run_all)
 

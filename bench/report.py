@@ -9,7 +9,7 @@ from typing import Any
 from bench.machine import ROOT, machine_line
 
 RESULTS_DIR = ROOT / "bench" / "results"
-ITEMS = ("classify", "gradcam", "queue_overhead", "scaling", "load")
+ITEMS = ("classify", "gradcam", "queue_overhead", "scaling", "load", "explain")
 SUMMARY = "summary.md"
 
 
@@ -161,12 +161,45 @@ def _load(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _explain(result: dict[str, Any]) -> list[str]:
+    if result.get("skipped"):
+        return [f"Skipped: {result['skipped']}."]
+    rows = [
+        [
+            result["model"],
+            result["threads"],
+            result["jobs"],
+            result["seconds_p50"],
+            result["seconds_p90"],
+            result["first_job_seconds"],
+            result["prompt_tokens_per_call_mean"],
+            result["llm_calls_mean"],
+            result["llm_share"],
+            result["grounded_rate_mean"],
+        ]
+    ]
+    header = [
+        "model",
+        "threads",
+        "jobs",
+        "p50 s",
+        "p90 s",
+        "first job s",
+        "prompt tokens/call",
+        "LLM calls/job",
+        "LLM share",
+        "grounded rate",
+    ]
+    return [*_table(header, rows), "", f"Target: {result['target']}."]
+
+
 RENDER = {
     "classify": _classify,
     "gradcam": _gradcam,
     "queue_overhead": _queue,
     "scaling": _scaling,
     "load": _load,
+    "explain": _explain,
 }
 
 

@@ -32,7 +32,7 @@ from bench.report import RESULTS_DIR, write_result
 from bench.stack import BenchStack
 from common.detector.config import COMPACT_CIFAKE_V1
 
-CORE_ITEMS = ("classify", "gradcam", "photo_12mp", "queue_overhead", "scaling")
+CORE_ITEMS = ("classify", "gradcam", "photo_12mp", "queue_overhead", "scaling", "explain")
 
 
 @dataclass
@@ -59,6 +59,8 @@ class Plan:
     scaling_model: str = "shipped"
     scaling_jobs: int = 40
     scaling_workers: tuple[int, ...] = (1, 2)
+    explain_jobs: int = 12
+    explain_threads: int = 2  # the explain stage's target is stated for 2 cores
     timeout: float = 600.0
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class Plan:
             scaling_model="tiny",
             scaling_jobs=4,
             scaling_workers=(1,),
+            explain_jobs=2,
+            explain_threads=1,
             timeout=120.0,
         )
 
@@ -256,12 +260,21 @@ def run_load(
     return _record(plan, "load", result, since)
 
 
+def run_explain(plan: Plan) -> dict[str, Any]:
+    from bench.explain import bench_explain
+
+    since = cpu_snapshot()
+    result = bench_explain(plan.explain_jobs, plan.explain_threads)
+    return _record(plan, "explain", result, since)
+
+
 RUNNERS = {
     "classify": run_classify,
     "gradcam": run_gradcam,
     "photo_12mp": run_photo,
     "queue_overhead": run_queue,
     "scaling": run_scaling,
+    "explain": run_explain,
 }
 
 

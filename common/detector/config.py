@@ -82,6 +82,9 @@ class EfficientNetBackboneConfig(_Strict):
 
     kind: Literal["efficientnet-lite"] = "efficientnet-lite"
     variant: Literal["lite0", "lite1", "lite2"] = "lite0"
+    #: ``npr``: the network sees x − up(down(x)) (nearest, factor 2), the
+    #: neighbouring-pixel residual of Tan et al. (CVPR 2024), instead of the pixels.
+    input_filter: Literal["none", "npr"] = "none"
     channel_multiplier: float | None = None
     depth_multiplier: float | None = None
 

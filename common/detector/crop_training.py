@@ -63,6 +63,7 @@ class CropTrainOptions:
     out: Path
     cifake: Path | None = None
     variant: Literal["lite0", "lite1", "lite2"] = "lite0"
+    input_filter: Literal["none", "npr"] = "none"
     crop: int = 128
     max_crops: int = 8
     steps: int = 1000
@@ -94,6 +95,7 @@ class CropTrainResult:
 def build_wild_config(options: CropTrainOptions) -> DetectorConfig:
     backbone = EfficientNetBackboneConfig(
         variant=options.variant,
+        input_filter=options.input_filter,
         channel_multiplier=0.25 if options.tiny else None,
         depth_multiplier=0.25 if options.tiny else None,
     )

@@ -56,6 +56,22 @@ def build_timm_model(cfg: EfficientNetBackboneConfig) -> nn.Module:
     return timm.create_model(timm_name(cfg), pretrained=False, num_classes=0)
 
 
+def npr_residual(x: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
+    """x − nearest-up(nearest-down(x)): what upsampling layers leave between neighbours.
+
+    Generators build images by upsampling; neighbouring pixels then correlate in a way
+    cameras do not. The residual removes most of the content (semantics, source style)
+    and keeps that local structure. ``gain`` brings the small residual back to the
+    range the pretrained stem expects.
+    """
+    height, width = x.shape[-2:]
+    if height < 2 or width < 2:
+        return torch.zeros_like(x)
+    down = nn.functional.interpolate(x, scale_factor=0.5, mode="nearest")
+    up = nn.functional.interpolate(down, size=(height, width), mode="nearest")
+    return (x - up) * gain
+
+
 class EfficientNetLiteBackbone(nn.Module):
     """Pooled features of a timm EfficientNet-Lite; any input size from 1 px up."""
 
@@ -63,13 +79,14 @@ class EfficientNetLiteBackbone(nn.Module):
         super().__init__()
         self.model = build_timm_model(cfg)
         self.out_features = int(self.model.num_features)  # type: ignore[arg-type]
+        self.npr = cfg.input_filter == "npr"
 
     @property
     def gradcam_layer(self) -> nn.Module:
         return self.model.bn2  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(npr_residual(x) if self.npr else x)
 
 
 def packaged_weights_path(variant: str) -> Any:

@@ -226,7 +226,10 @@ def generalisation_report(
     if wild_dev_root is not None:
         report["wild_dev"] = wild_dev(engine, wild_dev_root)
     if wild_train is not None:
-        val_fraction = float(engine.config.training.get("val_fraction", 0.15))
+        training = engine.config.training
+        # The wild-train validation split of the train-wild recipe (15 %), for every model.
+        wild_recipe = training.get("recipe") == "train-wild"
+        val_fraction = float(training.get("val_fraction", 0.15)) if wild_recipe else 0.15
         report["stress"] = stress(engine, wild_train, val_fraction)
         if loso_runs is not None:
             report["leave_one_source_out"] = leave_one_source_out(

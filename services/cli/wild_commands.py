@@ -26,6 +26,9 @@ def train_wild(
     cifake: Annotated[
         Path | None, typer.Option(help="CIFAKE folder (REAL/, FAKE/) mixed in at 32 px")
     ] = None,
+    input_filter: Annotated[
+        str, typer.Option(help="none, or npr (neighbouring-pixel residual input)")
+    ] = "none",
     crop: Annotated[int, typer.Option(help="native-scale crop side in pixels")] = 128,
     max_crops: Annotated[int, typer.Option(help="crops scored per image at inference")] = 8,
     steps: int = 1000,
@@ -47,6 +50,8 @@ def train_wild(
 
     logging.getLogger("common.detector").setLevel(logging.INFO)
     _threads()
+    if input_filter not in ("none", "npr"):
+        fail(f"--input-filter must be none or npr, not {input_filter!r}")
     if backbone not in BACKBONES:
         fail(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
     unknown = sorted(set(exclude_group or ()) - set(FAKE_GROUPS))
@@ -57,6 +62,7 @@ def train_wild(
         out=out,
         cifake=cifake,
         variant=cast(Any, backbone.removeprefix("efficientnet-")),
+        input_filter=cast(Any, input_filter),
         crop=crop,
         max_crops=max_crops,
         steps=steps,

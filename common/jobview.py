@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from common.db.models import Image, Job, JobStage, StageStatus
-from common.detector.config import LABELS
+from common.detector.config import LABELS, REASON_BAND, REASON_OOD
 from common.queues import STAGES
 
 
@@ -17,8 +17,21 @@ class Verdict(BaseModel):
     label: int = Field(description="0 = REAL, 1 = FAKE (AI-generated)")
     label_name: Literal["REAL", "FAKE"]
     probability: float = Field(description="calibrated probability that the image is AI-generated")
-    tier: Literal["mostly real", "probably real", "probably fake", "mostly fake"]
+    tier: Literal["mostly real", "probably real", "probably fake", "mostly fake", "uncertain"] = (
+        Field(
+            description="uncertain: outside the training distribution, or too close to the "
+            "decision threshold to act on; label and probability are still given"
+        )
+    )
     model_id: str
+    ood_score: float | None = Field(
+        default=None,
+        description="out-of-distribution score: above 1 the image lies outside what the "
+        "detector was trained on; null when the model has no OOD statistics",
+    )
+    reason: Literal["outside the training distribution", "close to the decision threshold"] | (
+        None
+    ) = Field(default=None, description="why the tier is uncertain (null otherwise)")
 
 
 class StageTiming(BaseModel):
@@ -111,12 +124,15 @@ def job_view(
     base = base_url.rstrip("/")
     verdict = None
     if job.label is not None and job.probability is not None and job.tier and job.model_id:
+        reason = job.verdict_reason if job.verdict_reason in (REASON_OOD, REASON_BAND) else None
         verdict = Verdict(
             label=job.label,
             label_name=LABELS[job.label],  # type: ignore[arg-type]
             probability=job.probability,
             tier=job.tier,  # type: ignore[arg-type]
             model_id=job.model_id,
+            ood_score=job.ood_score,
+            reason=reason,  # type: ignore[arg-type]
         )
     evidence = None
     if job.gradcam_status:

@@ -130,6 +130,10 @@ class Job(Base):
     label: Mapped[int | None] = mapped_column(SmallInteger)
     probability: Mapped[float | None] = mapped_column(Float)
     tier: Mapped[str | None] = mapped_column(String(20))
+    #: OOD score / threshold (> 1: outside the training distribution); NULL without stats.
+    ood_score: Mapped[float | None] = mapped_column(Float)
+    #: why the tier is ``uncertain`` (migration 0004).
+    verdict_reason: Mapped[str | None] = mapped_column(String(60))
     # gradcam
     gradcam_status: Mapped[str | None] = mapped_column(String(20))
     rois: Mapped[dict[str, Any] | None] = mapped_column()

@@ -87,7 +87,7 @@ def load_checkpoint(folder: Path | None = None, map_location: str = "cpu") -> De
     if config.quantization is not None:
         from common.detector.quantize import load_quantized
 
-        return load_quantized(config, tensors)
+        return _with_ood(load_quantized(config, tensors), folder)
     model = Detector(config)
     partial = isinstance(config.backbone, ClipBackboneConfig) and not (
         config.backbone.weights_in_checkpoint
@@ -114,4 +114,11 @@ def load_checkpoint(folder: Path | None = None, map_location: str = "cpu") -> De
         )
     model.load_state_dict(tensors, strict=not partial)
     model.eval()
+    return _with_ood(model, folder)
+
+
+def _with_ood(model: Detector, folder: Path) -> Detector:
+    from common.detector.ood import attach, load_ood
+
+    attach(model, load_ood(folder, model.config))
     return model

@@ -21,6 +21,12 @@ COMPACT_CIFAKE_V1 = WEIGHTS_DIR / "compact-cifake-v1"
 SHIPPED_MODEL = COMPACT_CIFAKE_V1
 LABELS = ("REAL", "FAKE")
 TIER_NAMES = ("mostly real", "probably real", "probably fake", "mostly fake")
+#: The fifth tier: the model gives a label but has no basis to act on it.
+UNCERTAIN = "uncertain"
+ALL_TIERS = (*TIER_NAMES, UNCERTAIN)
+#: ``verdict.reason`` when the tier is ``uncertain``.
+REASON_OOD = "outside the training distribution"
+REASON_BAND = "close to the decision threshold"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -138,11 +144,16 @@ class Preprocessing(_Strict):
 
 
 class Calibration(_Strict):
-    """Temperature scaling: p(FAKE) = softmax(logits / temperature)[1]."""
+    """Temperature scaling: p(FAKE) = softmax(logits / temperature)[1].
+
+    ``uncertain_band``: a probability in ``[decision_threshold - band, decision_threshold
+    + band)`` gets the tier ``uncertain`` (0 = never; ``aigi fit-ood --band`` sets it).
+    """
 
     temperature: float = 1.0
     tier_thresholds: tuple[float, float, float] = (0.2, 0.5, 0.8)
     decision_threshold: float = 0.5
+    uncertain_band: float = 0.0
 
     @model_validator(mode="after")
     def _consistent(self) -> Calibration:
@@ -153,7 +164,34 @@ class Calibration(_Strict):
             raise ValueError("tier_thresholds must rise strictly inside (0, 1)")
         if not 0.0 < self.decision_threshold < 1.0:
             raise ValueError("decision_threshold must lie inside (0, 1)")
+        if not 0.0 <= self.uncertain_band < 0.5:
+            raise ValueError("uncertain_band must lie in [0, 0.5)")
         return self
+
+
+class OodConfig(_Strict):
+    """The out-of-distribution test stored with a checkpoint (``aigi fit-ood``).
+
+    The statistics live in ``file`` beside the weights; ``threshold`` is the raw score
+    that ``pass_rate`` of the in-distribution validation images stay at or below. The
+    public ``ood_score`` is the raw score divided by ``threshold``: above 1 means
+    outside the training distribution.
+    """
+
+    file: str = "ood.safetensors"
+    method: Literal["mahalanobis", "knn"] = "mahalanobis"
+    #: native crops: score the mean of the crops' features, or average the crops' scores.
+    aggregation: Literal["mean-feature", "mean-score"] = "mean-feature"
+    threshold: float
+    pass_rate: float = 0.95
+    fit: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("ood.threshold must be positive")
+        return value
 
 
 class Quantization(_Strict):
@@ -172,6 +210,7 @@ class DetectorConfig(_Strict):
     preprocessing: Preprocessing = Preprocessing()
     calibration: Calibration = Calibration()
     quantization: Quantization | None = None
+    ood: OodConfig | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -194,6 +233,23 @@ def tier_for(probability: float, thresholds: tuple[float, float, float]) -> str:
         if probability < upper:
             return name
     return TIER_NAMES[-1]
+
+
+def verdict_tier(
+    probability: float, calibration: Calibration, ood_score: float | None = None
+) -> tuple[str, str | None]:
+    """The tier and, when it is ``uncertain``, the reason.
+
+    Out of distribution (``ood_score > 1``) wins over the band; ``ood_score`` None (a
+    checkpoint without OOD statistics) leaves the tier to the probability alone.
+    """
+    if ood_score is not None and ood_score > 1.0:
+        return UNCERTAIN, REASON_OOD
+    band = calibration.uncertain_band
+    centre = calibration.decision_threshold
+    if band > 0 and centre - band <= probability < centre + band:
+        return UNCERTAIN, REASON_BAND
+    return tier_for(probability, calibration.tier_thresholds), None
 
 
 def model_id_of(folder: Path | None) -> str:

@@ -90,7 +90,11 @@ def score(engine: DetectorEngine, images: Sequence[Image.Image]) -> np.ndarray:
     return np.array([p.probability for p in engine.predict(list(images))], dtype=np.float64)
 
 
-def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+def summary(
+    labels: np.ndarray, probs: np.ndarray, tiers: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Accuracy, ROC-AUC, ECE, error rates; with the verdicts' ``tiers`` (engine
+    predictions' ``.tier``) also coverage, selective accuracy and confidently wrong."""
     metrics = classification_metrics(labels, probs)
     predicted = probs >= 0.5
     out: dict[str, Any] = {
@@ -103,6 +107,12 @@ def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         out["real_called_fake"] = round(float(predicted[labels == 0].mean()), 4)
     if (labels == 1).any():
         out["fake_called_real"] = round(float((~predicted[labels == 1]).mean()), 4)
+    if tiers is not None:
+        from common.detector.metrics import selective_metrics
+
+        selective = selective_metrics(labels, probs, tiers)
+        for key in ("coverage", "selective_accuracy", "confidently_wrong"):
+            out[key] = round(selective[key], 4)
     return out
 
 

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from common.detector.checkpoint import default_checkpoint, load_checkpoint
-from common.detector.config import LABELS, DetectorConfig, tier_for
+from common.detector.config import LABELS, DetectorConfig, verdict_tier
 from common.detector.model import Detector
+from common.detector.ood import OodStats, stats_of
 from common.detector.preprocess import batch_from_images, native_crops, normalize
 
 
@@ -23,6 +24,11 @@ class Prediction:
     probability: float
     tier: str
     logits: tuple[float, float]
+    #: raw OOD score / threshold (> 1: outside the training distribution); None when
+    #: the checkpoint has no OOD statistics.
+    ood_score: float | None = None
+    #: why the tier is ``uncertain`` (None otherwise).
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -30,18 +36,25 @@ class Prediction:
             "label_name": self.label_name,
             "probability": self.probability,
             "tier": self.tier,
+            "ood_score": self.ood_score,
+            "reason": self.reason,
         }
 
 
-def predictions_from_logits(logits: torch.Tensor, config: DetectorConfig) -> list[Prediction]:
+def predictions_from_logits(
+    logits: torch.Tensor,
+    config: DetectorConfig,
+    ood_scores: Sequence[float | None] | None = None,
+) -> list[Prediction]:
     cal = config.calibration
     probs = torch.softmax(logits.float() / cal.temperature, dim=1)[:, 1]
+    scores = list(ood_scores) if ood_scores is not None else [None] * len(probs)
     out = []
-    for row, p in zip(logits.tolist(), probs.tolist(), strict=True):
+    for row, p, ood in zip(logits.tolist(), probs.tolist(), scores, strict=True):
         label = int(p >= cal.decision_threshold)
-        out.append(
-            Prediction(label, LABELS[label], float(p), tier_for(p, cal.tier_thresholds), tuple(row))
-        )
+        tier, reason = verdict_tier(p, cal, ood)
+        score = None if ood is None else round(float(ood), 4)
+        out.append(Prediction(label, LABELS[label], float(p), tier, tuple(row), score, reason))
     return out
 
 
@@ -53,11 +66,13 @@ class DetectorEngine:
         model: Detector,
         device: str = "cpu",
         batch_size: int = 32,
+        ood: OodStats | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = device
         self.batch_size = batch_size
+        self.ood = ood if ood is not None else stats_of(model)
 
     @classmethod
     def from_checkpoint(
@@ -73,6 +88,13 @@ class DetectorEngine:
         with torch.inference_mode():
             return self.model(batch.to(self.device)).float().cpu()
 
+    def features_and_logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled backbone features (N×D) and logits (N×2) in one pass."""
+        with torch.inference_mode():
+            features = self.model.backbone(batch.to(self.device))
+            logits = self.model.head(features)
+        return features.float().cpu(), logits.float().cpu()
+
     def image_logits(self, image: Image.Image) -> torch.Tensor:
         """One image's logits (1×2): the mean over its native crops, or its thumbnail's."""
         pre = self.config.preprocessing
@@ -81,11 +103,41 @@ class DetectorEngine:
         crops, _ = native_crops(image, pre)
         return self.logits(normalize(crops, pre)).mean(dim=0, keepdim=True)
 
+    def image_outputs(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's crop features (C×D; C = 1 for a thumbnail) and its logits (1×2)."""
+        pre = self.config.preprocessing
+        if pre.resize != "native-crops":
+            return self.features_and_logits(batch_from_images([image], pre))
+        crops, _ = native_crops(image, pre)
+        features, logits = self.features_and_logits(normalize(crops, pre))
+        return features, logits.mean(dim=0, keepdim=True)
+
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        if not images:
+            return []
+        if self.ood is None:
+            return self._predict_without_ood(images)
+        stats = self.ood
+        if self.config.preprocessing.resize == "native-crops":
+            outputs = [self.image_outputs(image) for image in images]
+            logits = torch.cat([lg for _, lg in outputs])
+            scores = [stats.image_score(features) for features, _ in outputs]
+            return predictions_from_logits(logits, self.config, scores)
+        results: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            features, logits = self.features_and_logits(
+                batch_from_images(chunk, self.config.preprocessing)
+            )
+            ood = (stats.raw_scores(features) / stats.config.threshold).tolist()
+            results.extend(predictions_from_logits(logits, self.config, ood))
+        return results
+
+    def _predict_without_ood(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if self.config.preprocessing.resize == "native-crops":
             # Images differ in size, so each is its own batch of crops.
             logits = torch.cat([self.image_logits(image) for image in images])
-            return predictions_from_logits(logits, self.config) if images else []
+            return predictions_from_logits(logits, self.config)
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]

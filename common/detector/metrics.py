@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.detector.calibration import expected_calibration_error
+from common.detector.config import UNCERTAIN
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +60,76 @@ def classification_metrics(labels: np.ndarray, probs_fake: np.ndarray) -> dict[s
         },
         "n": n,
     }
+
+
+def selective_metrics(
+    labels: np.ndarray, probs_fake: np.ndarray, tiers: Sequence[str]
+) -> dict[str, float]:
+    """What the tiers let a platform act on.
+
+    ``coverage``: share not ``uncertain``; ``selective_accuracy``: accuracy on those;
+    ``confidently_wrong``: share of *all* images that are wrong and in a "mostly" tier
+    (what an automated action would get wrong); ``ece`` over all images.
+    """
+    labels = np.asarray(labels).astype(int)
+    probs_fake = np.asarray(probs_fake, dtype=np.float64)
+    kept = np.array([t != UNCERTAIN for t in tiers], dtype=bool)
+    correct = (probs_fake >= 0.5).astype(int) == labels
+    mostly = np.array([str(t).startswith("mostly") for t in tiers], dtype=bool)
+    n = len(labels)
+    return {
+        "coverage": float(kept.mean()) if n else 0.0,
+        "selective_accuracy": float(correct[kept].mean()) if kept.any() else 0.0,
+        "confidently_wrong": float((~correct & mostly).mean()) if n else 0.0,
+        "ece": expected_calibration_error(probs_fake, labels),
+    }
+
+
+def risk_coverage(
+    labels: np.ndarray, probs_fake: np.ndarray, ood_scores: Sequence[float | None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk) when keeping the most confident images first.
+
+    Confidence is |p - 0.5|; images the OOD test flags (score > 1) come last, as the
+    tiers would set them aside first.
+    """
+    labels = np.asarray(labels).astype(int)
+    probs_fake = np.asarray(probs_fake, dtype=np.float64)
+    n = len(labels)
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    flagged = np.zeros(n, dtype=bool)
+    if ood_scores is not None:
+        flagged = np.array([s is not None and s > 1.0 for s in ood_scores], dtype=bool)
+    confidence = np.abs(probs_fake - 0.5) - flagged.astype(np.float64)
+    order = np.argsort(-confidence, kind="mergesort")
+    wrong = ((probs_fake >= 0.5).astype(int) != labels)[order]
+    kept = np.arange(1, n + 1)
+    return kept / n, np.cumsum(wrong) / kept
+
+
+def plot_risk_coverage(
+    labels: np.ndarray,
+    probs_fake: np.ndarray,
+    ood_scores: Sequence[float | None] | None,
+    operating_point: tuple[float, float] | None,
+    path: Path,
+) -> None:
+    plt = _pyplot()
+    coverage, risk = risk_coverage(labels, probs_fake, ood_scores)
+    fig, ax = plt.subplots(figsize=(4, 3.4), dpi=100)
+    ax.plot(coverage, risk, label="most confident first")
+    if operating_point is not None:
+        cov, sel_acc = operating_point
+        ax.plot([cov], [1.0 - sel_acc], "o", color="#d9a521", label="tiers (uncertain set aside)")
+    ax.set_xlabel("coverage (share of images given a verdict)")
+    ax.set_ylabel("risk (error rate on them)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _pyplot() -> Any:

@@ -37,6 +37,8 @@ def classify_job(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun) -> None:
             label=prediction.label,
             probability=prediction.probability,
             tier=prediction.tier,
+            ood_score=prediction.ood_score,
+            verdict_reason=prediction.reason,
             classified_at=now(),
         )
         run.finish(session)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from common.queues import STAGES
-from services.cli import admin, gradcam_commands, model_commands, wild_commands
+from services.cli import admin, gradcam_commands, model_commands, ood_commands, wild_commands
 
 app = typer.Typer(
     help="Detect AI-generated images and explain why.",
@@ -27,6 +27,7 @@ app.add_typer(admin.key_app, name="key")
 model_commands.register(app)
 wild_commands.register(app)
 gradcam_commands.register(app)
+ood_commands.register(app)
 admin.register(app)
 console = Console(stderr=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.artifacts import Taxonomy
+from common.detector.config import UNCERTAIN
 from services.explainer.inputs import EvidenceInput, RoiInput, RoiStat, VerdictInput
 from services.explainer.prompt import describe_metadata, number, percent, ratio
 
@@ -170,6 +171,12 @@ def summary(verdict: VerdictInput, evidence: EvidenceInput) -> str:
         f"The detector judged the image {verdict.described}: probability "
         f"{verdict.probability:.3f} that it is AI-generated ({verdict.tier}{model})."
     ]
+    if verdict.tier == UNCERTAIN:
+        why = f" ({verdict.reason})" if verdict.reason else ""
+        parts.append(
+            f"The verdict is uncertain{why}: the detector has no reliable basis for this "
+            "image, so its label should not be acted on without a person's review."
+        )
     if not evidence.available:
         parts.append(
             "The Grad-CAM heatmap is unavailable "

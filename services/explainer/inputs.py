@@ -31,6 +31,8 @@ class VerdictInput:
     probability: float  # calibrated probability that the image is AI-generated
     tier: str
     model_id: str | None = None
+    #: why the tier is ``uncertain`` (``verdict.reason``); None otherwise.
+    reason: str | None = None
 
     @property
     def is_fake(self) -> bool:

@@ -47,6 +47,7 @@ def explain_job(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun) -> None:
         job = load_job(session, job_id)
         wanted = job.explain
         label, probability, tier, model_id = job.label, job.probability, job.tier, job.model_id
+        reason = job.verdict_reason
         roi_document, gradcam_status = job.rois, job.gradcam_status
     if not wanted:
         _finish(ctx, job_id, run, StageStatus.SKIPPED, None, None)
@@ -63,6 +64,7 @@ def explain_job(ctx: WorkerContext, job_id: uuid.UUID, run: StageRun) -> None:
         probability=probability,
         tier=tier or "unknown",
         model_id=model_id,
+        reason=reason,
     )
     result = ctx.explainer.explain(verdict, roi_document, gradcam_status=gradcam_status)
     log.info(

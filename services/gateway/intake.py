@@ -343,6 +343,8 @@ class JobIntake:
             "label",
             "probability",
             "tier",
+            "ood_score",
+            "verdict_reason",
             "gradcam_status",
             "rois",
             "heatmap_key",

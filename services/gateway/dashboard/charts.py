@@ -15,6 +15,7 @@ COLOURS = {
     "probably real": "#7dbb8c",
     "probably fake": "#eb9486",
     "mostly fake": "#a8231b",
+    "uncertain": "#d9a521",
     "no verdict": "#b9bec7",
     "llm": "#3a5fae",
     "evidence": "#8a6fc2",

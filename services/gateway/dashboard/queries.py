@@ -23,11 +23,12 @@ from common.db.models import (
     StageStatus,
     WebhookDelivery,
 )
+from common.detector.config import ALL_TIERS
 from common.queues import QUEUES, STAGES
 from common.reviews import DECISIONS
 
 LABEL_NAMES = ("REAL", "FAKE")
-TIERS = ("mostly real", "probably real", "probably fake", "mostly fake")
+TIERS = ALL_TIERS
 REVIEW_STATES = ("unreviewed", *DECISIONS)
 PAGE_SIZE = 25
 _HEX = re.compile(r"^[0-9a-f-]{4,64}$")

@@ -269,7 +269,8 @@ def read_jobs(
     ] = None,
     label: Annotated[Literal["REAL", "FAKE"] | None, Query()] = None,
     tier: Annotated[
-        Literal["mostly real", "probably real", "probably fake", "mostly fake"] | None, Query()
+        Literal["mostly real", "probably real", "probably fake", "mostly fake", "uncertain"] | None,
+        Query(),
     ] = None,
     review: Annotated[Literal["unreviewed", "confirmed", "overturned"] | None, Query()] = None,
     created_after: datetime | None = None,

@@ -1,0 +1,300 @@
+"""`aigi fit-ood`: OOD statistics, shift-aware temperature and the uncertain band.
+
+For a checkpoint and its training data folders (a REAL/FAKE folder as `aigi train`
+reads it, a wild-train folder with ``manifest.csv`` as `aigi train-wild` does), the
+same validation split the training held out is rebuilt (CIFAKE: stratified 20 %, seed
+0; wild-train: :func:`~common.detector.wild_data.split_by_group`, the recipe's
+fraction, seed 0). Then, on subsamples:
+
+1. features of training images fit each candidate score (Mahalanobis, kNN; energy
+   needs no fit), and the validation images set each one's threshold at ``pass_rate``;
+2. each candidate is measured on synthetic out-of-distribution images (noise, solid
+   colours, text screenshots; seed ``SYNTHETIC_SEED``) and on shifted copies of the
+   validation images (JPEG, blur, rescale): the stored score is the one that flags the
+   most synthetic images net of the shifted validation images it flags;
+3. the temperature is refitted on the validation logits *and* their shifted copies.
+
+Nothing here reads wild-dev: it is an evaluation set only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from common.detector.calibration import fit_temperature
+from common.detector.checkpoint import CONFIG_FILE, load_checkpoint, read_config
+from common.detector.config import Calibration, DetectorConfig, OodConfig
+from common.detector.dataset import scan, stratified_split
+from common.detector.inference import DetectorEngine
+from common.detector.metrics import roc_auc
+from common.detector.ood import OodStats, fit_knn, fit_mahalanobis, save_ood
+from common.detector.synthetic import synthetic_ood
+from common.images import decode_rgb
+
+log = logging.getLogger(__name__)
+SYNTHETIC_SEED = 1
+Shift = Callable[[Image.Image], Image.Image]
+
+
+def _jpeg(quality: int) -> Shift:
+    def apply(image: Image.Image) -> Image.Image:
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+    return apply
+
+
+def _rescale(factor: float) -> Shift:
+    def apply(image: Image.Image) -> Image.Image:
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        return image.resize(size, Image.Resampling.BICUBIC)
+
+    return apply
+
+
+#: What an upload goes through on a platform; the temperature is fitted on these too.
+SHIFTS: dict[str, Shift] = {
+    "jpeg_q75": _jpeg(75),
+    "blur_sigma1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
+    "downscale_0.5": _rescale(0.5),
+}
+
+
+@dataclass
+class Outputs:
+    """Per image: crop features (C×D) and logits (2,)."""
+
+    features: list[torch.Tensor]
+    logits: torch.Tensor
+    labels: np.ndarray
+
+
+def _load(path: Path) -> Image.Image:
+    return decode_rgb(Path(path).read_bytes())
+
+
+def splits(
+    data: Sequence[Path], training: dict[str, Any], fit_limit: int, val_limit: int, seed: int = 0
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """(fit, validation) samples: the training recipe's own split of each folder."""
+    rng = np.random.default_rng(seed)
+    fit: list[tuple[Path, int]] = []
+    val: list[tuple[Path, int]] = []
+    share = max(1, len(data))
+    for folder in data:
+        if (Path(folder) / "manifest.csv").is_file():
+            from common.detector.wild_data import read_manifest, split_by_group
+
+            wild = training.get("recipe") == "train-wild"
+            fraction = float(training.get("val_fraction", 0.15)) if wild else 0.15
+            train_w, val_w = split_by_group(read_manifest(folder), fraction, 0)
+            train_s = [(s.path, s.label) for s in train_w]
+            val_s = [(s.path, s.label) for s in val_w]
+        else:
+            fraction = float(training.get("val_fraction", 0.2))
+            if training.get("recipe") == "train-wild":
+                fraction = 0.2  # crop_training.load_cifake's split
+            train_c, val_c = stratified_split(scan(Path(folder)), fraction, seed=0)
+            train_s = [(s.path, s.label) for s in train_c]
+            val_s = [(s.path, s.label) for s in val_c]
+        for source, target, limit in ((train_s, fit, fit_limit), (val_s, val, val_limit)):
+            n = min(len(source), limit // share)
+            target.extend(source[i] for i in sorted(rng.permutation(len(source))[:n]))
+    return fit, val
+
+
+def outputs(
+    engine: DetectorEngine, images: Sequence[Image.Image], labels: Sequence[int]
+) -> Outputs:
+    features, logits = [], []
+    for image in images:
+        f, lg = engine.image_outputs(image)
+        features.append(f)
+        logits.append(lg[0])
+    return Outputs(features, torch.stack(logits), np.asarray(labels))
+
+
+def candidate_scores(
+    name: str, tensors: dict[str, torch.Tensor], out: Outputs, temperature: float
+) -> np.ndarray:
+    """Raw scores (higher = further out) of ``out`` under candidate ``name``."""
+    method, _, aggregation = name.partition("/")
+    if method == "energy":
+        return (-temperature * torch.logsumexp(out.logits / temperature, dim=1)).numpy()
+    config = OodConfig(method=method, aggregation=aggregation, threshold=1.0)  # type: ignore[arg-type]
+    stats = OodStats(config, tensors)
+    return np.array([stats.image_score(f) for f in out.features])
+
+
+def _measure(
+    val: np.ndarray, synthetic: np.ndarray, kinds: Sequence[str], shifted: np.ndarray, q: float
+) -> dict[str, Any]:
+    # "higher": the threshold is a score some image has, so at least q of them pass.
+    threshold = float(np.quantile(val, q, method="higher"))
+    labels = np.r_[np.zeros(len(val)), np.ones(len(synthetic))]
+    flagged = synthetic > threshold
+    return {
+        "threshold": threshold,
+        "auroc_val_vs_synthetic": round(float(roc_auc(labels, np.r_[val, synthetic]) or 0), 4),
+        "synthetic_flagged": round(float(flagged.mean()), 4),
+        "synthetic_flagged_by_kind": {
+            k: round(float(flagged[np.asarray(kinds) == k].mean()), 4) for k in sorted(set(kinds))
+        },
+        "shifted_val_flagged": round(float((shifted > threshold).mean()), 4),
+    }
+
+
+def selective(probs: np.ndarray, labels: np.ndarray, band: float) -> dict[str, float]:
+    kept = np.abs(probs - 0.5) >= band
+    correct = (probs >= 0.5) == labels
+    return {
+        "band": band,
+        "coverage": round(float(kept.mean()), 4),
+        "selective_accuracy": round(float(correct[kept].mean()) if kept.any() else 0.0, 4),
+    }
+
+
+def install(
+    folder: Path,
+    ood_config: OodConfig,
+    tensors: dict[str, torch.Tensor],
+    calibration: Calibration | None = None,
+) -> DetectorConfig:
+    """Write the statistics beside the weights and name them in config.json (atomically;
+    every other field is kept)."""
+    folder = Path(folder)
+    save_ood(folder, ood_config, tensors)
+    config = read_config(folder)
+    update: dict[str, Any] = {"ood": ood_config}
+    if calibration is not None:
+        update["calibration"] = calibration
+    new_config = config.model_copy(update=update)
+    tmp = folder / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(new_config.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(tmp, folder / CONFIG_FILE)
+    return new_config
+
+
+def fit_ood(
+    model: Path,
+    data: Sequence[Path],
+    band: float = 0.1,
+    pass_rate: float = 0.95,
+    fit_limit: int = 1500,
+    val_limit: int = 1000,
+    synthetic_per_kind: int = 40,
+    method: str | None = None,
+    components: int = 256,
+) -> dict[str, Any]:
+    """Measure the candidates, write ``ood.safetensors`` and update ``config.json``."""
+    folder = Path(model)
+    detector = load_checkpoint(folder)
+    config = detector.config
+    engine = DetectorEngine(detector)
+    engine.ood = None
+    fit_s, val_s = splits(data, config.training, fit_limit, val_limit)
+    log.info("fit-ood: %d fitting, %d validation images", len(fit_s), len(val_s))
+    fit_out = outputs(engine, [_load(p) for p, _ in fit_s], [y for _, y in fit_s])
+    val_images = [_load(p) for p, _ in val_s]
+    val_labels = [y for _, y in val_s]
+    val_out = outputs(engine, val_images, val_labels)
+    shifted = {
+        name: outputs(engine, [shift(im) for im in val_images], val_labels)
+        for name, shift in SHIFTS.items()
+    }
+    synth = synthetic_ood(synthetic_per_kind, SYNTHETIC_SEED)
+    synth_out = outputs(engine, [im for _, im in synth], [0] * len(synth))
+    kinds = [k for k, _ in synth]
+
+    # 3. temperature on validation + shifted validation
+    all_logits = torch.cat([val_out.logits, *(o.logits for o in shifted.values())])
+    all_labels = torch.from_numpy(np.concatenate([val_out.labels] * (1 + len(shifted))))
+    temperature = fit_temperature(all_logits, all_labels)
+
+    # 1-2. candidates
+    pooled = torch.cat([f.mean(dim=0, keepdim=True) for f in fit_out.features])
+    fitted = {
+        "mahalanobis": fit_mahalanobis(pooled, torch.from_numpy(fit_out.labels), components),
+        "knn": fit_knn(pooled),
+    }
+    native = config.preprocessing.resize == "native-crops"
+    names = ["mahalanobis/mean-feature", "knn/mean-feature", "energy/"]
+    if native:
+        names[2:2] = ["mahalanobis/mean-score", "knn/mean-score"]
+    shifted_all = Outputs(
+        [f for o in shifted.values() for f in o.features],
+        torch.cat([o.logits for o in shifted.values()]),
+        np.concatenate([o.labels for o in shifted.values()]),
+    )
+    candidates: dict[str, Any] = {}
+    for name in names:
+        tensors = fitted.get(name.partition("/")[0], {})
+        scores = [candidate_scores(name, tensors, o, temperature) for o in (val_out, synth_out)]
+        shifted_scores = candidate_scores(name, tensors, shifted_all, temperature)
+        candidates[name] = _measure(scores[0], scores[1], kinds, shifted_scores, pass_rate)
+    storable = [n for n in names if not n.startswith("energy")]
+    if method is not None:
+        chosen = method if "/" in method else f"{method}/mean-feature"
+        if chosen not in storable:
+            raise ValueError(f"--method must be one of {', '.join(storable)}")
+    else:
+        chosen = max(
+            storable,
+            key=lambda n: candidates[n]["synthetic_flagged"] - candidates[n]["shifted_val_flagged"],
+        )
+    chosen_method, _, aggregation = chosen.partition("/")
+
+    probs_val = torch.softmax(val_out.logits / temperature, 1)[:, 1].numpy()
+    probs_shift = torch.softmax(shifted_all.logits / temperature, 1)[:, 1].numpy()
+    fit_info = {
+        "data": [str(p) for p in data],
+        "n_fit": len(fit_s),
+        "n_validation": len(val_s),
+        "shifts": list(SHIFTS),
+        "synthetic_per_kind": synthetic_per_kind,
+        "synthetic_seed": SYNTHETIC_SEED,
+        "candidates": candidates,
+        "chosen": chosen,
+        "temperature_before": config.calibration.temperature,
+        "bands_on_validation": [
+            selective(probs_val, val_out.labels, b) for b in (0.0, 0.05, 0.1, 0.15, 0.2)
+        ],
+        "bands_on_shifted_validation": [
+            selective(probs_shift, shifted_all.labels, b) for b in (0.0, 0.05, 0.1, 0.15, 0.2)
+        ],
+    }
+    ood_config = OodConfig(
+        method=chosen_method,  # type: ignore[arg-type]
+        aggregation=aggregation,  # type: ignore[arg-type]
+        threshold=candidates[chosen]["threshold"],
+        pass_rate=pass_rate,
+        fit=fit_info,
+    )
+    calibration = Calibration(
+        temperature=temperature,
+        tier_thresholds=config.calibration.tier_thresholds,
+        decision_threshold=config.calibration.decision_threshold,
+        uncertain_band=band,
+    )
+    install(folder, ood_config, fitted[chosen_method], calibration)
+    return {
+        "checkpoint": str(folder),
+        "chosen": chosen,
+        "threshold": ood_config.threshold,
+        "temperature": temperature,
+        "uncertain_band": band,
+        **{k: v for k, v in fit_info.items() if k not in ("data", "shifts")},
+    }

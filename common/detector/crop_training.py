@@ -79,6 +79,8 @@ class CropTrainOptions:
     exclude_groups: tuple[str, ...] = ()
     seed: int = 0
     imagenet: bool = True
+    #: Start from this checkpoint's weights instead of ImageNet (a further phase).
+    init: Path | None = None
     model_id: str | None = None
     tiny: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -215,7 +217,11 @@ def train_wild(options: CropTrainOptions) -> CropTrainResult:
 
     config = build_wild_config(options)
     model = Detector(config)
-    if options.imagenet and not options.tiny:
+    if options.init is not None:
+        from common.detector.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(options.init).state_dict())
+    elif options.imagenet and not options.tiny:
         from common.detector.efficientnet import EfficientNetLiteBackbone, load_imagenet_weights
 
         assert isinstance(model.backbone, EfficientNetLiteBackbone)

@@ -33,6 +33,11 @@ def train_wild(
     max_crops: Annotated[int, typer.Option(help="crops scored per image at inference")] = 8,
     steps: int = 1000,
     batch_size: int = 16,
+    cifake_batch: Annotated[int, typer.Option(help="images per CIFAKE batch")] = 64,
+    cifake_max: Annotated[int, typer.Option(help="CIFAKE training images loaded")] = 20000,
+    init: Annotated[
+        Path | None, typer.Option(help="start from this checkpoint (a further phase)")
+    ] = None,
     lr: float = 3e-4,
     exclude_group: Annotated[
         list[str] | None,
@@ -67,6 +72,9 @@ def train_wild(
         max_crops=max_crops,
         steps=steps,
         batch_size=batch_size,
+        cifake_batch=cifake_batch,
+        cifake_max=cifake_max,
+        init=init,
         lr=lr,
         exclude_groups=tuple(exclude_group or ()),
         seed=seed,

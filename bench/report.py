@@ -193,7 +193,34 @@ def _explain(result: dict[str, Any]) -> list[str]:
     return [*_table(header, rows), "", f"Target: {result['target']}."]
 
 
+def _photo(result: dict[str, Any]) -> list[str]:
+    image = result["image"]
+    rows = [
+        [
+            name,
+            entry["crops_scored"],
+            entry["classify_ms"]["p50"],
+            entry["forward_ms_p50"],
+            entry["gradcam_ms_p50"],
+            entry["gradcam_over_forward"],
+        ]
+        for name, entry in result["models"].items()
+    ]
+    header = ["model", "crops", "classify p50 ms", "forward ms", "Grad-CAM ms", "Grad-CAM/forward"]
+    targets = result["targets"]
+    return [
+        f"One {image['width']}x{image['height']} JPEG ({image['jpeg_bytes']} bytes), "
+        f"{result['threads']} threads, {result['repeats']} repeats.",
+        "",
+        *_table(header, rows),
+        "",
+        f"Targets: classify p50 <= {targets['classify_ms_p50']} ms (decode included), "
+        f"Grad-CAM <= {targets['gradcam_over_forward']}x the forward.",
+    ]
+
+
 RENDER = {
+    "photo_12mp": _photo,
     "classify": _classify,
     "gradcam": _gradcam,
     "queue_overhead": _queue,

@@ -30,7 +30,7 @@ from bench.models import (
 )
 from bench.report import RESULTS_DIR, write_result
 from bench.stack import BenchStack
-from common.detector.config import COMPACT_CIFAKE_V1
+from common.detector.config import COMPACT_CIFAKE_V1, WEIGHTS_DIR
 
 CORE_ITEMS = ("classify", "gradcam", "photo_12mp", "queue_overhead", "scaling", "explain")
 
@@ -50,7 +50,7 @@ class Plan:
     repeats: int = 2
     gradcam_models: tuple[str, ...] = ("shipped", "vit")
     gradcam_repeats: int = 10
-    photo_models: tuple[str, ...] = ("shipped", "compact-cifake-v1")
+    photo_models: tuple[str, ...] = ("efficientnet-lite0-wild-v1", "compact-cifake-v1")
     photo_size: tuple[int, int] = (4000, 3000)
     photo_repeats: int = 10
     queue_model: str = "vit"
@@ -106,7 +106,9 @@ def model_named(name: str) -> BenchModel:
         return tiny_native()
     if name == "compact-cifake-v1":
         return shipped_or_fallback(COMPACT_CIFAKE_V1)
-    raise ValueError(f"unknown model {name!r}; use shipped, compact-cifake-v1, vit or tiny")
+    if (WEIGHTS_DIR / name / "config.json").is_file():  # any committed detector by name
+        return shipped_or_fallback(WEIGHTS_DIR / name)
+    raise ValueError(f"unknown model {name!r}; use shipped, vit, tiny or a folder of {WEIGHTS_DIR}")
 
 
 @contextlib.contextmanager

@@ -180,6 +180,9 @@ class OodConfig(_Strict):
 
     file: str = "ood.safetensors"
     method: Literal["mahalanobis", "knn"] = "mahalanobis"
+    #: ``pooled``: the features the head reads; ``early``: spatial mean and standard
+    #: deviation of two early stages' outputs (see :mod:`common.detector.ood`).
+    features: Literal["pooled", "early"] = "pooled"
     #: native crops: score the mean of the crops' features, or average the crops' scores.
     aggregation: Literal["mean-feature", "mean-score"] = "mean-feature"
     threshold: float

@@ -80,7 +80,8 @@ def ood_scores(model: Detector, images: torch.Tensor, batch_size: int = 256) -> 
     out: list[float | None] = []
     for start in range(0, len(images), batch_size):
         features, _ = engine.features_and_logits(normalize(images[start : start + batch_size], pre))
-        out.extend((engine.ood.raw_scores(features) / engine.ood.config.threshold).tolist())
+        raw = engine.ood.raw_scores(features[engine.ood.features])
+        out.extend((raw / engine.ood.config.threshold).tolist())
     return out
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from common.detector.checkpoint import default_checkpoint, load_checkpoint
 from common.detector.config import LABELS, DetectorConfig, verdict_tier
 from common.detector.model import Detector
-from common.detector.ood import OodStats, stats_of
+from common.detector.ood import EarlyTap, OodStats, stats_of
 from common.detector.preprocess import batch_from_images, native_crops, normalize
 
 
@@ -73,6 +73,7 @@ class DetectorEngine:
         self.device = device
         self.batch_size = batch_size
         self.ood = ood if ood is not None else stats_of(model)
+        self._tap: EarlyTap | None = None
 
     @classmethod
     def from_checkpoint(
@@ -88,12 +89,24 @@ class DetectorEngine:
         with torch.inference_mode():
             return self.model(batch.to(self.device)).float().cpu()
 
-    def features_and_logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled backbone features (N×D) and logits (N×2) in one pass."""
+    def features_and_logits(
+        self, batch: torch.Tensor, kinds: Sequence[str] = ()
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Logits (N×2) and, in one pass, the OOD features of ``kinds`` (default: what
+        the OOD statistics read): ``pooled`` (what the head reads) and/or ``early``."""
+        kinds = tuple(kinds) or ((self.ood.features,) if self.ood is not None else ("pooled",))
+        if "early" in kinds and self._tap is None:
+            self._tap = EarlyTap(self.model)
         with torch.inference_mode():
-            features = self.model.backbone(batch.to(self.device))
-            logits = self.model.head(features)
-        return features.float().cpu(), logits.float().cpu()
+            pooled = self.model.backbone(batch.to(self.device))
+            logits = self.model.head(pooled)
+        features: dict[str, torch.Tensor] = {}
+        if "pooled" in kinds:
+            features["pooled"] = pooled.float().cpu()
+        if "early" in kinds:
+            assert self._tap is not None
+            features["early"] = self._tap.features()
+        return features, logits.float().cpu()
 
     def image_logits(self, image: Image.Image) -> torch.Tensor:
         """One image's logits (1×2): the mean over its native crops, or its thumbnail's."""
@@ -103,13 +116,15 @@ class DetectorEngine:
         crops, _ = native_crops(image, pre)
         return self.logits(normalize(crops, pre)).mean(dim=0, keepdim=True)
 
-    def image_outputs(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image's crop features (C×D; C = 1 for a thumbnail) and its logits (1×2)."""
+    def image_outputs(
+        self, image: Image.Image, kinds: Sequence[str] = ()
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One image's crop features (C×D each; C = 1 for a thumbnail) and logits (1×2)."""
         pre = self.config.preprocessing
         if pre.resize != "native-crops":
-            return self.features_and_logits(batch_from_images([image], pre))
+            return self.features_and_logits(batch_from_images([image], pre), kinds)
         crops, _ = native_crops(image, pre)
-        features, logits = self.features_and_logits(normalize(crops, pre))
+        features, logits = self.features_and_logits(normalize(crops, pre), kinds)
         return features, logits.mean(dim=0, keepdim=True)
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
@@ -121,7 +136,7 @@ class DetectorEngine:
         if self.config.preprocessing.resize == "native-crops":
             outputs = [self.image_outputs(image) for image in images]
             logits = torch.cat([lg for _, lg in outputs])
-            scores = [stats.image_score(features) for features, _ in outputs]
+            scores = [stats.image_score(features[stats.features]) for features, _ in outputs]
             return predictions_from_logits(logits, self.config, scores)
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
@@ -129,7 +144,8 @@ class DetectorEngine:
             features, logits = self.features_and_logits(
                 batch_from_images(chunk, self.config.preprocessing)
             )
-            ood = (stats.raw_scores(features) / stats.config.threshold).tolist()
+            raw = stats.raw_scores(features[stats.features])
+            ood = (raw / stats.config.threshold).tolist()
             results.extend(predictions_from_logits(logits, self.config, ood))
         return results
 

@@ -37,7 +37,8 @@ from common.detector.config import Calibration, DetectorConfig, OodConfig
 from common.detector.dataset import scan, stratified_split
 from common.detector.inference import DetectorEngine
 from common.detector.metrics import roc_auc
-from common.detector.ood import OodStats, fit_knn, fit_mahalanobis, save_ood
+from common.detector.model import CheckpointError
+from common.detector.ood import OodStats, early_layers, fit_knn, fit_mahalanobis, save_ood
 from common.detector.synthetic import synthetic_ood
 from common.images import decode_rgb
 
@@ -75,9 +76,9 @@ SHIFTS: dict[str, Shift] = {
 
 @dataclass
 class Outputs:
-    """Per image: crop features (C×D) and logits (2,)."""
+    """Per image: crop features (C×D) per feature kind, and logits (2,)."""
 
-    features: list[torch.Tensor]
+    features: dict[str, list[torch.Tensor]]
     logits: torch.Tensor
     labels: np.ndarray
 
@@ -117,26 +118,43 @@ def splits(
 
 
 def outputs(
-    engine: DetectorEngine, images: Sequence[Image.Image], labels: Sequence[int]
+    engine: DetectorEngine,
+    images: Sequence[Image.Image],
+    labels: Sequence[int],
+    kinds: Sequence[str],
 ) -> Outputs:
-    features, logits = [], []
+    features: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
+    logits = []
     for image in images:
-        f, lg = engine.image_outputs(image)
-        features.append(f)
+        f, lg = engine.image_outputs(image, kinds)
+        for kind in kinds:
+            features[kind].append(f[kind])
         logits.append(lg[0])
     return Outputs(features, torch.stack(logits), np.asarray(labels))
+
+
+def _parse(name: str) -> tuple[str, str, str]:
+    """``early:knn/mean-feature`` → (features, method, aggregation)."""
+    features, _, rest = name.partition(":")
+    method, _, aggregation = rest.partition("/")
+    return features, method, aggregation
 
 
 def candidate_scores(
     name: str, tensors: dict[str, torch.Tensor], out: Outputs, temperature: float
 ) -> np.ndarray:
     """Raw scores (higher = further out) of ``out`` under candidate ``name``."""
-    method, _, aggregation = name.partition("/")
-    if method == "energy":
+    if name == "energy":
         return (-temperature * torch.logsumexp(out.logits / temperature, dim=1)).numpy()
-    config = OodConfig(method=method, aggregation=aggregation, threshold=1.0)  # type: ignore[arg-type]
+    features, method, aggregation = _parse(name)
+    config = OodConfig(
+        method=method,  # type: ignore[arg-type]
+        features=features,  # type: ignore[arg-type]
+        aggregation=aggregation,  # type: ignore[arg-type]
+        threshold=1.0,
+    )
     stats = OodStats(config, tensors)
-    return np.array([stats.image_score(f) for f in out.features])
+    return np.array([stats.image_score(f) for f in out.features[features]])
 
 
 def _measure(
@@ -205,37 +223,47 @@ def fit_ood(
     config = detector.config
     engine = DetectorEngine(detector)
     engine.ood = None
+    try:
+        early_layers(detector)
+        kinds: tuple[str, ...] = ("pooled", "early")
+    except CheckpointError:
+        kinds = ("pooled",)
     fit_s, val_s = splits(data, config.training, fit_limit, val_limit)
     log.info("fit-ood: %d fitting, %d validation images", len(fit_s), len(val_s))
-    fit_out = outputs(engine, [_load(p) for p, _ in fit_s], [y for _, y in fit_s])
+    fit_out = outputs(engine, [_load(p) for p, _ in fit_s], [y for _, y in fit_s], kinds)
     val_images = [_load(p) for p, _ in val_s]
     val_labels = [y for _, y in val_s]
-    val_out = outputs(engine, val_images, val_labels)
+    val_out = outputs(engine, val_images, val_labels, kinds)
     shifted = {
-        name: outputs(engine, [shift(im) for im in val_images], val_labels)
+        name: outputs(engine, [shift(im) for im in val_images], val_labels, kinds)
         for name, shift in SHIFTS.items()
     }
     synth = synthetic_ood(synthetic_per_kind, SYNTHETIC_SEED)
-    synth_out = outputs(engine, [im for _, im in synth], [0] * len(synth))
-    kinds = [k for k, _ in synth]
+    synth_out = outputs(engine, [im for _, im in synth], [0] * len(synth), kinds)
+    synth_kinds = [k for k, _ in synth]
 
-    # 3. temperature on validation + shifted validation
-    all_logits = torch.cat([val_out.logits, *(o.logits for o in shifted.values())])
-    all_labels = torch.from_numpy(np.concatenate([val_out.labels] * (1 + len(shifted))))
+    # 3. temperature on validation + shifted validation, each half of the weight (the
+    # clean logits repeated once per shift)
+    repeats = len(shifted)
+    all_logits = torch.cat(
+        [val_out.logits.repeat(repeats, 1), *(o.logits for o in shifted.values())]
+    )
+    all_labels = torch.from_numpy(np.concatenate([val_out.labels] * (2 * repeats)))
     temperature = fit_temperature(all_logits, all_labels)
 
     # 1-2. candidates
-    pooled = torch.cat([f.mean(dim=0, keepdim=True) for f in fit_out.features])
-    fitted = {
-        "mahalanobis": fit_mahalanobis(pooled, torch.from_numpy(fit_out.labels), components),
-        "knn": fit_knn(pooled),
-    }
-    native = config.preprocessing.resize == "native-crops"
-    names = ["mahalanobis/mean-feature", "knn/mean-feature", "energy/"]
-    if native:
-        names[2:2] = ["mahalanobis/mean-score", "knn/mean-score"]
+    labels = torch.from_numpy(fit_out.labels)
+    fitted: dict[str, dict[str, torch.Tensor]] = {}
+    for kind in kinds:
+        per_image = torch.cat([f.mean(dim=0, keepdim=True) for f in fit_out.features[kind]])
+        fitted[f"{kind}:mahalanobis"] = fit_mahalanobis(per_image, labels, components)
+        fitted[f"{kind}:knn"] = fit_knn(per_image)
+    aggregations = ["mean-feature"]
+    if config.preprocessing.resize == "native-crops":
+        aggregations.append("mean-score")
+    names = [f"{key}/{agg}" for key in fitted for agg in aggregations] + ["energy"]
     shifted_all = Outputs(
-        [f for o in shifted.values() for f in o.features],
+        {kind: [f for o in shifted.values() for f in o.features[kind]] for kind in kinds},
         torch.cat([o.logits for o in shifted.values()]),
         np.concatenate([o.labels for o in shifted.values()]),
     )
@@ -244,18 +272,22 @@ def fit_ood(
         tensors = fitted.get(name.partition("/")[0], {})
         scores = [candidate_scores(name, tensors, o, temperature) for o in (val_out, synth_out)]
         shifted_scores = candidate_scores(name, tensors, shifted_all, temperature)
-        candidates[name] = _measure(scores[0], scores[1], kinds, shifted_scores, pass_rate)
-    storable = [n for n in names if not n.startswith("energy")]
+        candidates[name] = _measure(scores[0], scores[1], synth_kinds, shifted_scores, pass_rate)
+    storable = [n for n in names if n != "energy"]
     if method is not None:
         chosen = method if "/" in method else f"{method}/mean-feature"
         if chosen not in storable:
             raise ValueError(f"--method must be one of {', '.join(storable)}")
     else:
+        # Most synthetic images flagged net of the shifted photos flagged; then AUROC.
         chosen = max(
             storable,
-            key=lambda n: candidates[n]["synthetic_flagged"] - candidates[n]["shifted_val_flagged"],
+            key=lambda n: (
+                candidates[n]["synthetic_flagged"] - candidates[n]["shifted_val_flagged"],
+                candidates[n]["auroc_val_vs_synthetic"],
+            ),
         )
-    chosen_method, _, aggregation = chosen.partition("/")
+    chosen_features, chosen_method, aggregation = _parse(chosen)
 
     probs_val = torch.softmax(val_out.logits / temperature, 1)[:, 1].numpy()
     probs_shift = torch.softmax(shifted_all.logits / temperature, 1)[:, 1].numpy()
@@ -278,6 +310,7 @@ def fit_ood(
     }
     ood_config = OodConfig(
         method=chosen_method,  # type: ignore[arg-type]
+        features=chosen_features,  # type: ignore[arg-type]
         aggregation=aggregation,  # type: ignore[arg-type]
         threshold=candidates[chosen]["threshold"],
         pass_rate=pass_rate,
@@ -289,7 +322,7 @@ def fit_ood(
         decision_threshold=config.calibration.decision_threshold,
         uncertain_band=band,
     )
-    install(folder, ood_config, fitted[chosen_method], calibration)
+    install(folder, ood_config, fitted[chosen.partition("/")[0]], calibration)
     return {
         "checkpoint": str(folder),
         "chosen": chosen,

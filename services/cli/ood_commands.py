@@ -38,7 +38,7 @@ def fit_ood(
     ] = 1000,
     method: Annotated[
         str | None,
-        typer.Option(help="force mahalanobis or knn (/mean-feature or /mean-score)"),
+        typer.Option(help="force a candidate, e.g. early:knn/mean-feature (default: measured)"),
     ] = None,
 ) -> None:
     """OOD statistics, shift-aware temperature and uncertain band, written into the checkpoint."""

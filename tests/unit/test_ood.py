@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,34 +32,44 @@ from common.images import decode_rgb
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_checkpoint: Path, separable_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def fitted(
+    tiny_checkpoint: Path, separable_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
     folder = tmp_path_factory.mktemp("ood") / "ckpt"
     shutil.copytree(tiny_checkpoint, folder)
     result = fit_ood(folder, [separable_data], fit_limit=80, val_limit=40, synthetic_per_kind=4)
     return folder, result
 
 
-def test_fit_writes_statistics_that_round_trip(fitted, separable_data: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fit_writes_statistics_that_round_trip(
+    fitted: tuple[Path, dict[str, Any]], separable_data: Path
+) -> None:
     folder, result = fitted
     config = read_config(folder)
     assert config.ood is not None and (folder / config.ood.file).is_file()
     assert config.ood.threshold == pytest.approx(result["threshold"])
     assert config.calibration.temperature == pytest.approx(result["temperature"])
     assert config.calibration.uncertain_band == 0.1
-    assert set(result["candidates"]) == {"mahalanobis/mean-feature", "knn/mean-feature", "energy/"}
+    assert set(result["candidates"]) == {
+        f"{features}:{method}/mean-feature"
+        for features in ("pooled", "early")
+        for method in ("mahalanobis", "knn")
+    } | {"energy"}
 
     stats = stats_of(load_checkpoint(folder))
     assert stats is not None and stats.method == config.ood.method
+    assert result["chosen"] == f"{config.ood.features}:{config.ood.method}/mean-feature"
     # The stored threshold passes pass_rate of the validation images it was set on.
     engine = DetectorEngine(load_checkpoint(folder))
     _, val = splits([separable_data], {}, 80, 40)
-    scores = [
-        stats.image_score(engine.image_outputs(decode_rgb(p.read_bytes()))[0]) for p, _ in val
-    ]
+    features = [engine.image_outputs(decode_rgb(p.read_bytes()))[0] for p, _ in val]
+    scores = [stats.image_score(f[stats.features]) for f in features]
     assert np.mean(np.array(scores) <= 1.0) >= config.ood.pass_rate
 
 
-def test_synthetic_images_become_uncertain_through_the_engine(fitted) -> None:  # type: ignore[no-untyped-def]
+def test_synthetic_images_become_uncertain_through_the_engine(
+    fitted: tuple[Path, dict[str, Any]],
+) -> None:
     """The mechanics on an untrained network; the >= 90 % target is measured on the
     shipped model (docs/trust.md)."""
     folder, _ = fitted
@@ -74,7 +85,9 @@ def test_synthetic_images_become_uncertain_through_the_engine(fitted) -> None:  
     assert {p.label_name for p in predictions} <= {"REAL", "FAKE"}  # the label is still given
 
 
-def test_statistics_of_other_weights_are_ignored(fitted, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_statistics_of_other_weights_are_ignored(
+    fitted: tuple[Path, dict[str, Any]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder, _ = fitted
     copy = tmp_path / "retrained"
     shutil.copytree(folder, copy)
@@ -88,7 +101,9 @@ def test_statistics_of_other_weights_are_ignored(fitted, tmp_path: Path, caplog)
     assert "fitted on other weights" in caplog.text
 
 
-def test_a_missing_statistics_file_is_a_clear_error(fitted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_statistics_file_is_a_clear_error(
+    fitted: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     folder, _ = fitted
     copy = tmp_path / "broken"
     shutil.copytree(folder, copy)

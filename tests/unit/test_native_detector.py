@@ -239,3 +239,14 @@ def test_train_wild_and_the_generalisation_report(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "report" / "generalisation.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert "Leave one source out" in (tmp_path / "report" / "generalisation.md").read_text()
+
+
+def test_npr_residual_is_zero_where_pixels_repeat_in_2x2_blocks() -> None:
+    """An image nearest-upsampled by 2 (a generator's upsampling trace, exaggerated) has no
+    neighbouring-pixel residual; camera-like noise keeps one."""
+    from common.detector.efficientnet import npr_residual
+
+    blocky = torch.rand(1, 3, 8, 8).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    assert torch.equal(npr_residual(blocky), torch.zeros_like(blocky))
+    assert npr_residual(torch.rand(1, 3, 16, 16)).abs().sum() > 0
+    assert npr_residual(torch.rand(1, 3, 1, 7)).abs().sum() == 0  # too small to have pairs

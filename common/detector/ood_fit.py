@@ -242,13 +242,9 @@ def fit_ood(
     synth_out = outputs(engine, [im for _, im in synth], [0] * len(synth), kinds)
     synth_kinds = [k for k, _ in synth]
 
-    # 3. temperature on validation + shifted validation, each half of the weight (the
-    # clean logits repeated once per shift)
-    repeats = len(shifted)
-    all_logits = torch.cat(
-        [val_out.logits.repeat(repeats, 1), *(o.logits for o in shifted.values())]
-    )
-    all_labels = torch.from_numpy(np.concatenate([val_out.labels] * (2 * repeats)))
+    # 3. temperature on validation + shifted validation (each shifted copy counts as an image)
+    all_logits = torch.cat([val_out.logits, *(o.logits for o in shifted.values())])
+    all_labels = torch.from_numpy(np.concatenate([val_out.labels] * (1 + len(shifted))))
     temperature = fit_temperature(all_logits, all_labels)
 
     # 1-2. candidates
@@ -268,11 +264,13 @@ def fit_ood(
         np.concatenate([o.labels for o in shifted.values()]),
     )
     candidates: dict[str, Any] = {}
+    val_scores: dict[str, np.ndarray] = {}
     for name in names:
         tensors = fitted.get(name.partition("/")[0], {})
         scores = [candidate_scores(name, tensors, o, temperature) for o in (val_out, synth_out)]
         shifted_scores = candidate_scores(name, tensors, shifted_all, temperature)
         candidates[name] = _measure(scores[0], scores[1], synth_kinds, shifted_scores, pass_rate)
+        val_scores[name] = scores[0]
     storable = [n for n in names if n != "energy"]
     if method is not None:
         chosen = method if "/" in method else f"{method}/mean-feature"
@@ -300,6 +298,10 @@ def fit_ood(
         "synthetic_seed": SYNTHETIC_SEED,
         "candidates": candidates,
         "chosen": chosen,
+        "thresholds_by_pass_rate": {
+            str(q): float(np.quantile(val_scores[chosen], q, method="higher"))
+            for q in (0.9, 0.95, 0.975, 0.99)
+        },
         "temperature_before": config.calibration.temperature,
         "bands_on_validation": [
             selective(probs_val, val_out.labels, b) for b in (0.0, 0.05, 0.1, 0.15, 0.2)

@@ -13,6 +13,7 @@ from services.cli.output import emit, fail
 
 def register(app: typer.Typer) -> None:
     app.command(name="fit-ood")(fit_ood)
+    app.command(name="trust-check")(trust_check)
 
 
 def fit_ood(
@@ -65,4 +66,41 @@ def fit_ood(
     except (CheckpointError, DatasetError, ValueError) as exc:
         fail(str(exc))
         return
+    emit(result)
+
+
+def trust_check(
+    model: Annotated[
+        Path | None, typer.Option("--model", help="checkpoint folder (default: shipped detector)")
+    ] = None,
+    wild_dev: Annotated[Path | None, typer.Option(help="wild-dev folder (REAL/, FAKE/)")] = None,
+    cifake: Annotated[
+        Path | None, typer.Option(help="CIFAKE folder (its validation split)")
+    ] = None,
+    cifake_limit: int = 1500,
+    report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="folder for risk_coverage_wild_dev.png")
+    ] = None,
+) -> None:
+    """The [trust] targets: coverage, confidently wrong, ECE, synthetic images uncertain."""
+    import json
+
+    from common.detector.checkpoint import default_checkpoint
+    from common.detector.dataset import DatasetError
+    from common.detector.model import CheckpointError
+    from common.detector.trust_check import trust_check as run_check
+    from services.cli.model_commands import _threads
+
+    _threads()
+    try:
+        result = run_check(
+            model or default_checkpoint(), wild_dev, cifake, cifake_limit, plots=plots
+        )
+    except (CheckpointError, DatasetError) as exc:
+        fail(str(exc))
+        return
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2) + "\n")
     emit(result)

@@ -185,3 +185,28 @@ def test_risk_coverage_puts_flagged_images_last() -> None:
     coverage, risk = risk_coverage(labels, probs, [None, None, 2.0, None])
     assert coverage.tolist() == [0.25, 0.5, 0.75, 1.0]
     assert risk.tolist() == [0.0, 0.0, 0.0, 0.25]  # the confidently wrong 0.98 is set aside
+
+
+def test_evaluate_reports_the_tiers_metrics_and_plot(
+    fitted: tuple[Path, dict[str, Any]], separable_data: Path, tmp_path: Path
+) -> None:
+    from common.detector.evaluation import evaluate
+
+    folder, _ = fitted
+    result = evaluate(folder, separable_data, tmp_path / "plots", show_progress=False)
+    report = result.report
+    kept = np.array([t != UNCERTAIN for t in result.tiers])
+    correct = (result.probabilities >= 0.5) == result.labels
+    assert report["coverage"] == pytest.approx(kept.mean())
+    assert report["selective_accuracy"] == pytest.approx(correct[kept].mean() if kept.any() else 0)
+    assert all(score is not None for score in result.ood_scores)
+    assert (tmp_path / "plots" / "risk_coverage.png").is_file()
+
+
+def test_generalisation_summary_adds_the_tiers_metrics() -> None:
+    from common.detector.generalisation import summary
+
+    labels, probs = np.array([0, 1, 1]), np.array([0.1, 0.9, 0.45])
+    assert "coverage" not in summary(labels, probs)
+    out = summary(labels, probs, ["mostly real", "mostly fake", UNCERTAIN])
+    assert out["coverage"] == pytest.approx(2 / 3, abs=1e-4) and out["confidently_wrong"] == 0.0

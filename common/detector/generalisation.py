@@ -158,6 +158,8 @@ def leave_one_source_out(
         )
         labels = np.array([0] * len(reals) + [1] * len(fakes))
         rows[group] = summary(labels, probs)
+        rows[group]["held_out_images"] = len(fakes)
+        rows[group]["training_steps"] = engine.config.training.get("steps")
         log.info("leave-one-source-out %s: %s", group, rows[group])
     aucs = [r["roc_auc"] for r in rows.values() if r.get("roc_auc") is not None]
     return {
@@ -182,10 +184,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     def row(name: str, m: dict[str, Any]) -> str:
         if "status" in m:
             return f"| {name} | — | — | — | {m['status']} |"
+        notes = f"ECE {m['ece']:.3f}"
+        if "held_out_images" in m:
+            notes += f"; {m['held_out_images']} held-out images, {m['training_steps']} steps"
         return (
             f"| {name} | {m['n']} | {m['accuracy']:.3f} | "
-            f"{'—' if m['roc_auc'] is None else format(m['roc_auc'], '.3f')} | "
-            f"ECE {m['ece']:.3f} |"
+            f"{'—' if m['roc_auc'] is None else format(m['roc_auc'], '.3f')} | {notes} |"
         )
 
     lines = [f"# Generalisation report: `{report['model_id']}`", ""]

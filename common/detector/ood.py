@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +68,11 @@ def early_layers(model: Detector) -> list[nn.Module]:
 
 
 class EarlyTap:
-    """Records the early stages' outputs on every forward pass of ``model``."""
+    """Records the early stages' outputs on every forward pass of ``model`` (per thread,
+    so that two threads sharing one engine never read each other's maps)."""
 
     def __init__(self, model: Detector) -> None:
-        self.maps: dict[int, torch.Tensor] = {}
+        self._local = threading.local()
         self.handles = [
             layer.register_forward_hook(self._hook(i))
             for i, layer in enumerate(early_layers(model))
@@ -81,6 +83,11 @@ class EarlyTap:
             self.maps[index] = output.detach()
 
         return record
+
+    @property
+    def maps(self) -> dict[int, torch.Tensor]:
+        maps: dict[int, torch.Tensor] = self._local.__dict__.setdefault("maps", {})
+        return maps
 
     def features(self) -> torch.Tensor:
         """N × (2 · channels): per stage, the spatial mean then the spatial std."""

@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 KINDS = ("noise", "solid", "text")
+#: Other kinds, never used to choose the score: how far its choice carries.
+EXTRA_KINDS = ("gradient", "shapes")
 _TEXT = (
     "the quarterly report shows revenue growth across all regions compared with last year "
     "please find attached the invoice for services rendered during the period error 404 "
@@ -56,8 +58,42 @@ def text_image(rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def synthetic_ood(count_per_kind: int, seed: int) -> list[tuple[str, Image.Image]]:
+def gradient_image(rng: np.random.Generator) -> Image.Image:
+    """A linear blend between two random colours (a rendered background)."""
+    w, h = _size(rng)
+    angle = rng.uniform(0, np.pi)
+    y, x = np.mgrid[0:h, 0:w]
+    t = (np.cos(angle) * x / w + np.sin(angle) * y / h).clip(0, 1)[..., None]
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    return Image.fromarray((a + (b - a) * t).astype(np.uint8))
+
+
+def shapes_image(rng: np.random.Generator) -> Image.Image:
+    """Flat-coloured rectangles and ellipses on a flat background (clip art)."""
+    w, h = _size(rng)
+    image = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(3, 9))):
+        x0, x1 = sorted(int(v) for v in rng.integers(0, w, 2))
+        y0, y1 = sorted(int(v) for v in rng.integers(0, h, 2))
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        box = (x0, y0, max(x1, x0 + 2), max(y1, y0 + 2))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    return image
+
+
+MAKERS = {
+    "noise": noise_image,
+    "solid": solid_image,
+    "text": text_image,
+    "gradient": gradient_image,
+    "shapes": shapes_image,
+}
+
+
+def synthetic_ood(
+    count_per_kind: int, seed: int, kinds: tuple[str, ...] = KINDS
+) -> list[tuple[str, Image.Image]]:
     """``count_per_kind`` images of each kind, as (kind, image)."""
     rng = np.random.default_rng(seed)
-    makers = {"noise": noise_image, "solid": solid_image, "text": text_image}
-    return [(kind, makers[kind](rng)) for kind in KINDS for _ in range(count_per_kind)]
+    return [(kind, MAKERS[kind](rng)) for kind in kinds for _ in range(count_per_kind)]

@@ -25,7 +25,7 @@ from common.detector.config import UNCERTAIN
 from common.detector.dataset import scan, stratified_split
 from common.detector.inference import DetectorEngine, Prediction
 from common.detector.metrics import classification_metrics, plot_risk_coverage, selective_metrics
-from common.detector.synthetic import synthetic_ood
+from common.detector.synthetic import EXTRA_KINDS, synthetic_ood
 from common.images import decode_rgb
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,23 @@ def trust_check(
         "mostly_tier_share": round(
             float(np.mean([p.tier.startswith("mostly") for p in predictions])), 4
         ),
+    }
+    extra = synthetic_ood(synthetic_per_kind, SEED, EXTRA_KINDS)
+    extra_predictions = engine.predict([image for _, image in extra])
+    report["synthetic_other_kinds"] = {
+        kind: round(
+            float(
+                np.mean(
+                    [
+                        p.tier == UNCERTAIN
+                        for (k, _), p in zip(extra, extra_predictions, strict=True)
+                        if k == kind
+                    ]
+                )
+            ),
+            4,
+        )
+        for kind in EXTRA_KINDS
     }
     met: dict[str, bool] = {}
     for key, (op, bound) in TARGETS.items():

@@ -160,9 +160,10 @@ def mahalanobis_scores(tensors: dict[str, torch.Tensor], features: torch.Tensor)
     for mean in tensors["means"]:
         d = x - mean
         proj = d @ comps.T
-        inside = (proj.square() / eig).sum(dim=1)
-        outside = (d.square().sum(dim=1) - proj.square().sum(dim=1)).clamp_min(0) / residual_var
-        score = inside + outside
+        score = (proj.square() / eig).sum(dim=1)
+        if comps.shape[0] < x.shape[1]:  # all directions kept: no residual to add
+            rest = (d.square().sum(dim=1) - proj.square().sum(dim=1)).clamp_min(0)
+            score = score + rest / residual_var
         best = score if best is None else torch.minimum(best, score)
     assert best is not None
     return best / x.shape[1]

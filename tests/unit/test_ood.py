@@ -210,3 +210,22 @@ def test_generalisation_summary_adds_the_tiers_metrics() -> None:
     assert "coverage" not in summary(labels, probs)
     out = summary(labels, probs, ["mostly real", "mostly fake", UNCERTAIN])
     assert out["coverage"] == pytest.approx(2 / 3, abs=1e-4) and out["confidently_wrong"] == 0.0
+
+
+def test_mahalanobis_with_every_direction_kept_is_the_exact_distance() -> None:
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(500, 6, generator=g) * torch.tensor([3.0, 2.0, 1.0, 0.5, 0.2, 0.1])
+    labels = (torch.arange(500) % 2).long()
+    tensors = fit_mahalanobis(features, labels, components=6)
+    x = torch.randn(4, 6, generator=g)
+    means = tensors["means"].double()
+    centred = features.double() - means[labels]
+    precision = torch.linalg.inv(centred.T @ centred / (len(features) - 2))
+    exact = (
+        torch.stack(
+            [torch.einsum("nd,de,ne->n", x.double() - m, precision, x.double() - m) for m in means]
+        )
+        .min(dim=0)
+        .values
+    )
+    assert torch.allclose(mahalanobis_scores(tensors, x).double() * 6, exact, rtol=1e-3)

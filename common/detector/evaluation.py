@@ -57,7 +57,7 @@ def checkpoint_size(folder: Path) -> int:
     return sum(
         p.stat().st_size
         for p in Path(folder).iterdir()
-        if p.is_file() and p.name in ("config.json", "model.safetensors")
+        if p.is_file() and p.name in ("config.json", "model.safetensors", "ood.safetensors")
     )
 
 

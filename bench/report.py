@@ -9,7 +9,7 @@ from typing import Any
 from bench.machine import ROOT, machine_line
 
 RESULTS_DIR = ROOT / "bench" / "results"
-ITEMS = ("classify", "gradcam", "queue_overhead", "scaling", "load", "explain")
+ITEMS = ("classify", "gradcam", "photo_12mp", "queue_overhead", "scaling", "load", "explain")
 SUMMARY = "summary.md"
 
 

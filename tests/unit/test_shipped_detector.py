@@ -48,3 +48,27 @@ def test_shipped_detector_on_a_sample_of_its_validation_split(cifake: Path) -> N
     images, labels = preload(sample, model.config.preprocessing)
     metrics = classification_metrics(labels.numpy(), probabilities(model, images))
     assert metrics["accuracy"] >= 0.96, metrics  # 97.6 % on the whole split
+
+
+def test_wild_detector_loads_offline_with_its_report_beside_it() -> None:
+    """efficientnet-lite0-wild-v1: selectable, small, native crops, its generalisation report
+    (CIFAKE val, wild-dev, every leave-one-source-out group, stress) next to the weights."""
+    from common.detector.config import WEIGHTS_DIR
+    from common.detector.wild_data import FAKE_GROUPS
+
+    folder = WEIGHTS_DIR / "efficientnet-lite0-wild-v1"
+    model = load_checkpoint(folder)
+    config = model.config
+    assert config.model_id == "efficientnet-lite0-wild-v1"
+    assert config.backbone.kind == "efficientnet-lite"
+    assert (config.preprocessing.resize, config.preprocessing.input_size) == ("native-crops", 128)
+    assert (folder / "model.safetensors").stat().st_size <= 25 * 1024 * 1024
+    report = json.loads((folder / "generalisation.json").read_text())
+    assert report["model_id"] == config.model_id
+    assert report["wild_dev"]["overall"]["n"] == 442
+    assert set(report["wild_dev"]["per_category"]) == {"city", "interior", "nature", "people"}
+    assert report["cifake_validation"]["n"] == 4000
+    assert set(report["leave_one_source_out"]["groups"]) == set(FAKE_GROUPS)
+    assert {"none", "jpeg_q50", "blur_sigma1", "downscale_0.5", "crop_50pct"} <= set(
+        report["stress"]
+    )

@@ -174,6 +174,8 @@ def make_job(client: TestClient) -> JobMaker:
                     },
                     "model": "evidence-v1",
                 }
+                if explanation_source == "llm":  # the share of the LLM's claims kept
+                    job.explanation["grounded_rate"] = 0.75
                 job.finished_at = created + timedelta(milliseconds=200)
             session.add(job)
             session.flush()

@@ -224,6 +224,15 @@ def test_job_detail_shows_image_overlay_rois_explanation_and_timings(
     assert dash.get(f"/dashboard/jobs/{job_id}/heatmap.png").status_code == 200
 
 
+def test_job_detail_shows_how_grounded_an_llm_explanation_is(
+    dash: TestClient, user: ApiUser, make_job: JobMaker
+) -> None:
+    llm = make_job(user.tenant_id, seed=6, explanation_source="llm")
+    evidence = make_job(user.tenant_id, seed=7)
+    assert "grounded 75%" in dash.get(f"/dashboard/jobs/{llm}").text
+    assert " · grounded " not in dash.get(f"/dashboard/jobs/{evidence}").text
+
+
 def test_job_detail_lists_webhook_deliveries(
     dash: TestClient, user: ApiUser, make_job: JobMaker, services
 ) -> None:

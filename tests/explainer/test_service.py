@@ -154,7 +154,7 @@ def test_llm_down_job_still_completes(services: Services, use_context: Any) -> N
 
 
 def test_explain_false_is_skipped_without_llm_call(services: Services, use_context: Any) -> None:
-    ctx = use_context(llm_url=f"http://127.0.0.1:{free_port()}")
+    ctx = use_context(llm_url=f"http://127.0.0.1:{free_port()}", **LIMITS)
     job_id = make_job(services.database_url, explain=False)
     run_explain(job_id)
     job, stages = load(services.database_url, job_id)

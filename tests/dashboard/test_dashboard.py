@@ -227,8 +227,8 @@ def test_job_detail_shows_image_overlay_rois_explanation_and_timings(
 def test_job_detail_shows_how_grounded_an_llm_explanation_is(
     dash: TestClient, user: ApiUser, make_job: JobMaker
 ) -> None:
-    llm = make_job(user.tenant_id, seed=6, explanation_source="llm")
-    evidence = make_job(user.tenant_id, seed=7)
+    llm = make_job(user.tenant_id, seed=906, explanation_source="llm")
+    evidence = make_job(user.tenant_id, seed=907)
     assert "grounded 75%" in dash.get(f"/dashboard/jobs/{llm}").text
     assert " · grounded " not in dash.get(f"/dashboard/jobs/{evidence}").text
 

@@ -159,27 +159,20 @@ def freeze_batchnorm(model: nn.Module) -> None:
             module.eval()
 
 
-def image_probabilities(
-    model: Detector, images: list[torch.Tensor], temperature: float = 1.0
-) -> np.ndarray:
-    """p(FAKE) per image: mean logits over its native crops (the engine's rule)."""
-    from common.detector.inference import DetectorEngine
-
-    engine = DetectorEngine(model)
-    logits = []
-    for image in images:
-        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-        logits.append(engine.image_logits(pil))
-    stacked = torch.cat(logits) if logits else torch.empty(0, 2)
-    return torch.softmax(stacked / temperature, dim=1)[:, 1].numpy()
-
-
 def image_logits(model: Detector, images: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image logits: the mean over each image's native crops (the engine's rule)."""
     from common.detector.inference import DetectorEngine
 
     engine = DetectorEngine(model)
     rows = [engine.image_logits(Image.fromarray(im.permute(1, 2, 0).numpy())) for im in images]
     return torch.cat(rows) if rows else torch.empty(0, 2)
+
+
+def image_probabilities(
+    model: Detector, images: list[torch.Tensor], temperature: float = 1.0
+) -> np.ndarray:
+    """p(FAKE) per image from :func:`image_logits`."""
+    return torch.softmax(image_logits(model, images) / temperature, dim=1)[:, 1].numpy()
 
 
 def load_cifake(

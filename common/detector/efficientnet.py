@@ -136,14 +136,10 @@ def load_imagenet_weights(backbone: EfficientNetLiteBackbone, variant: str) -> i
     The classifier tensors at the end of the file have no counterpart (``num_classes=0``);
     every other tensor must match timm's in order and shape, or this fails loudly.
     """
-    source = [
-        (k, v)
-        for k, v in load_imagenet_state(variant).items()
-        if v.dim() > 0 or "num_batches" not in k
-    ]
     target = backbone.model.state_dict()
     target_keys = [k for k in target if not k.endswith("num_batches_tracked")]
-    source = [(k, v) for k, v in source if not k.endswith("num_batches_tracked")]
+    state = load_imagenet_state(variant)
+    source = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
     if len(source) < len(target_keys):
         raise CheckpointError(
             f"packaged EfficientNet-{variant} weights have {len(source)} tensors, "

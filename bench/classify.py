@@ -30,7 +30,7 @@ from bench.models import BenchModel
 from common.detector.config import Quantization
 from common.detector.inference import DetectorEngine
 from common.detector.model import Detector, count_parameters
-from common.detector.preprocess import batch_from_images, native_crops, normalize
+from common.detector.preprocess import model_input
 from common.images import decode_rgb
 
 TARGET_SPEEDUP = 2.0
@@ -51,14 +51,8 @@ def naive_predict(model: Detector, data: list[bytes], device: str = "cpu") -> La
     config = model.config
     labels, probs = [], []
     for item in data:
-        image = decode_rgb(item)
-        if config.preprocessing.resize == "native-crops":
-            crops, _ = native_crops(image, config.preprocessing)
-            batch = normalize(crops, config.preprocessing).to(device)
-            logits = model(batch).mean(dim=0, keepdim=True)  # autograd on
-        else:
-            batch = batch_from_images([image], config.preprocessing).to(device)
-            logits = model(batch)  # autograd on: the report's plain forward
+        batch, _ = model_input(decode_rgb(item), config.preprocessing)
+        logits = model(batch.to(device)).mean(dim=0, keepdim=True)  # autograd on: plain forward
         probs_row = torch.softmax(logits.detach().float() / config.calibration.temperature, 1)
         p = float(probs_row[0, 1])
         labels.append(int(p >= config.calibration.decision_threshold))

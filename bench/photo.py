@@ -29,7 +29,7 @@ from PIL import Image
 
 from bench.models import BenchModel
 from common.detector.inference import DetectorEngine
-from common.detector.preprocess import batch_from_images, native_crops, normalize
+from common.detector.preprocess import model_input
 from common.images import decode_rgb
 from services.gradcam.cam import DetectorCAM
 
@@ -68,11 +68,8 @@ def bench_one(entry: BenchModel, image: Image.Image, data: bytes, repeats: int) 
     engine = DetectorEngine(entry.model)
     pre = entry.model.config.preprocessing
     native = pre.resize == "native-crops"
-    if native:
-        crops, boxes = native_crops(image, pre)
-        batch, crops_scored = normalize(crops, pre), len(boxes)
-    else:
-        batch, crops_scored = batch_from_images([image], pre), 1
+    batch, boxes = model_input(image, pre)
+    crops_scored = max(1, len(boxes))
     classify = _timed(lambda: engine.predict([decode_rgb(data)]), repeats)
     forward = _timed(lambda: engine.logits(batch), repeats)
     with DetectorCAM(entry.model) as cam:

@@ -14,7 +14,7 @@ from common.detector.checkpoint import default_checkpoint, load_checkpoint
 from common.detector.config import LABELS, DetectorConfig, verdict_tier
 from common.detector.model import Detector
 from common.detector.ood import EarlyTap, OodStats, stats_of
-from common.detector.preprocess import batch_from_images, native_crops, normalize
+from common.detector.preprocess import batch_from_images, model_input
 
 
 @dataclass(frozen=True)
@@ -110,21 +110,15 @@ class DetectorEngine:
 
     def image_logits(self, image: Image.Image) -> torch.Tensor:
         """One image's logits (1×2): the mean over its native crops, or its thumbnail's."""
-        pre = self.config.preprocessing
-        if pre.resize != "native-crops":
-            return self.logits(batch_from_images([image], pre))
-        crops, _ = native_crops(image, pre)
-        return self.logits(normalize(crops, pre)).mean(dim=0, keepdim=True)
+        batch, _ = model_input(image, self.config.preprocessing)
+        return self.logits(batch).mean(dim=0, keepdim=True)
 
     def image_outputs(
         self, image: Image.Image, kinds: Sequence[str] = ()
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One image's crop features (C×D each; C = 1 for a thumbnail) and logits (1×2)."""
-        pre = self.config.preprocessing
-        if pre.resize != "native-crops":
-            return self.features_and_logits(batch_from_images([image], pre), kinds)
-        crops, _ = native_crops(image, pre)
-        features, logits = self.features_and_logits(normalize(crops, pre), kinds)
+        batch, _ = model_input(image, self.config.preprocessing)
+        features, logits = self.features_and_logits(batch, kinds)
         return features, logits.mean(dim=0, keepdim=True)
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:

@@ -89,6 +89,16 @@ def native_crops(image: Image.Image, pre: Preprocessing) -> tuple[torch.Tensor, 
     return batch, boxes
 
 
+def model_input(image: Image.Image, pre: Preprocessing) -> tuple[torch.Tensor, list[CropBox]]:
+    """One image as the model sees it: its normalised native crops and their boxes, or
+    (thumbnail detectors) a batch of one resized image and no boxes. A native-crops
+    detector's image score is the mean of the batch's logits."""
+    if pre.resize != "native-crops":
+        return batch_from_images([image], pre), []
+    crops, boxes = native_crops(image, pre)
+    return normalize(crops, pre), boxes
+
+
 def train_augmentation(
     size: int,
     crop_scale: tuple[float, float] = (0.6, 1.0),

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from common.detector.inference import DetectorEngine, Prediction, predictions_from_logits
-from common.detector.preprocess import batch_from_images, native_crops, normalize
+from common.detector.preprocess import model_input
 from common.detector.tiling import CropBox, stitch
 from services.gradcam.cam import DetectorCAM
 from services.gradcam.evidence import compare, measure, rounded
@@ -151,12 +151,7 @@ def analyze_image(
 ) -> Analysis:
     pre = engine.config.preprocessing
     native = pre.resize == "native-crops"
-    boxes: list[CropBox] = []
-    if native:
-        crops, boxes = native_crops(image, pre)
-        batch = normalize(crops, pre)
-    else:
-        batch = batch_from_images([image], pre)
+    batch, boxes = model_input(image, pre)
     own_cam = cam is None
     cam = cam or DetectorCAM(engine.model)
     try:

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,6 @@ import torch
 from PIL import Image, ImageFilter
 from torch import nn
 
-from common.detector.calibration import fit_temperature
 from common.detector.checkpoint import save_checkpoint
 from common.detector.config import (
     Calibration,
@@ -47,6 +46,7 @@ from common.detector.dataset import Sample, scan, stratified_split
 from common.detector.metrics import classification_metrics
 from common.detector.model import Detector
 from common.detector.preprocess import load_image, normalize
+from common.detector.training_record import calibrated_metrics, options_record, write_history
 from common.detector.wild_data import (
     WildSample,
     balanced_weights,
@@ -272,7 +272,7 @@ def train_wild(options: CropTrainOptions) -> CropTrainResult:
             }
             history.append(record)
             log.info("train-wild %s", json.dumps(record))
-            (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            write_history(out, history)
             auc = float(metrics["roc_auc"] or 0.0)
             if auc > best_auc:
                 best_auc, best_step = auc, step
@@ -295,15 +295,9 @@ def finalize_wild(
 
     best = load_checkpoint(out)
     logits = image_logits(best, val_images)
-    temperature = fit_temperature(logits, torch.from_numpy(val_y))
-    probs = torch.softmax(logits / temperature, dim=1)[:, 1].numpy()
-    metrics = classification_metrics(val_y, probs)
+    temperature, metrics = calibrated_metrics(logits, torch.from_numpy(val_y))
     metrics["split"] = "wild-train validation (grouped by source)"
-    training = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in asdict(options).items()
-        if k not in ("out", "extra")
-    }
+    training = options_record(options, exclude=("out", "extra"))
     training.update({"best_step": best_step, "history": history, "recipe": "train-wild"})
     final = best.config.model_copy(
         update={

@@ -51,9 +51,11 @@ def naive_predict(model: Detector, data: list[bytes], device: str = "cpu") -> La
     config = model.config
     labels, probs = [], []
     for item in data:
-        batch, _ = model_input(decode_rgb(item), config.preprocessing)
+        image = decode_rgb(item)
+        batch, _ = model_input(image, config.preprocessing)
         logits = model(batch.to(device)).mean(dim=0, keepdim=True)  # autograd on: plain forward
-        probs_row = torch.softmax(logits.detach().float() / config.calibration.temperature, 1)
+        temperature = config.temperature_for(*image.size)
+        probs_row = torch.softmax(logits.detach().float() / temperature, 1)
         p = float(probs_row[0, 1])
         labels.append(int(p >= config.calibration.decision_threshold))
         probs.append(p)

@@ -27,6 +27,9 @@ ALL_TIERS = (*TIER_NAMES, UNCERTAIN)
 #: ``verdict.reason`` when the tier is ``uncertain``.
 REASON_OOD = "outside the training distribution"
 REASON_BAND = "close to the decision threshold"
+#: A thumbnail detector judges an image whose shorter side is at least this many times
+#: its input size from a heavily downscaled copy: see ``Calibration.thumbnail_temperature``.
+THUMBNAIL_FACTOR = 2.0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -148,9 +151,17 @@ class Calibration(_Strict):
 
     ``uncertain_band``: a probability in ``[decision_threshold - band, decision_threshold
     + band)`` gets the tier ``uncertain`` (0 = never; ``aigi fit-ood --band`` sets it).
+
+    ``thumbnail_temperature`` (thumbnail detectors only): used instead of ``temperature``
+    for images at least :data:`THUMBNAIL_FACTOR` × the input size. A detector trained on
+    images already at its input size (CIFAKE's 32 px) has never seen what a downscaled
+    photograph looks like; one temperature fitted on its own validation images leaves it
+    confidently wrong there. ``aigi fit-ood --thumbnail-data`` fits this one on labelled
+    large images the detector never trained on. None: ``temperature`` for every image.
     """
 
     temperature: float = 1.0
+    thumbnail_temperature: float | None = None
     tier_thresholds: tuple[float, float, float] = (0.2, 0.5, 0.8)
     decision_threshold: float = 0.5
     uncertain_band: float = 0.0
@@ -159,6 +170,8 @@ class Calibration(_Strict):
     def _consistent(self) -> Calibration:
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")
+        if self.thumbnail_temperature is not None and self.thumbnail_temperature <= 0:
+            raise ValueError("thumbnail_temperature must be positive (or null)")
         t = self.tier_thresholds
         if not (0.0 < t[0] < t[1] < t[2] < 1.0):
             raise ValueError("tier_thresholds must rise strictly inside (0, 1)")
@@ -227,7 +240,28 @@ class DetectorConfig(_Strict):
             )
         if tuple(self.labels) != LABELS:
             raise ValueError(f"labels must be {list(LABELS)} (REAL=0, FAKE=1), got {self.labels}")
+        if (
+            self.calibration.thumbnail_temperature is not None
+            and self.preprocessing.resize == "native-crops"
+        ):
+            raise ValueError(
+                "calibration.thumbnail_temperature applies to thumbnail detectors only; a "
+                "native-crops detector never downscales (remove it from config.json)"
+            )
         return self
+
+    def judged_from_thumbnail(self, width: int, height: int) -> bool:
+        """Whether the model sees an image of this size only heavily downscaled."""
+        if self.preprocessing.resize == "native-crops":
+            return False
+        return min(width, height) >= THUMBNAIL_FACTOR * self.preprocessing.input_size
+
+    def temperature_for(self, width: int, height: int) -> float:
+        """The calibration temperature for an image of this size (see ``Calibration``)."""
+        cal = self.calibration
+        if cal.thumbnail_temperature is not None and self.judged_from_thumbnail(width, height):
+            return cal.thumbnail_temperature
+        return cal.temperature
 
 
 def tier_for(probability: float, thresholds: tuple[float, float, float]) -> str:

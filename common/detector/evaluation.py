@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from common.detector.checkpoint import load_checkpoint
@@ -61,13 +62,23 @@ def checkpoint_size(folder: Path) -> int:
     )
 
 
-def probabilities(model: Detector, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+def probabilities(
+    model: Detector,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    temperatures: torch.Tensor | None = None,
+) -> np.ndarray:
+    """p(FAKE) of preloaded thumbnails; ``temperatures`` (one per image, from the
+    original sizes: :meth:`DetectorConfig.temperature_for`) default to ``temperature``."""
     engine = DetectorEngine(model)
     pre = model.config.preprocessing
+    if temperatures is None:
+        temperatures = torch.full((len(images),), model.config.calibration.temperature)
     chunks = []
     for start in range(0, len(images), batch_size):
         logits = engine.logits(normalize(images[start : start + batch_size], pre))
-        chunks.append(torch.softmax(logits / model.config.calibration.temperature, 1)[:, 1])
+        scale = temperatures[start : start + batch_size].view(-1, 1)
+        chunks.append(torch.softmax(logits / scale, 1)[:, 1])
     return torch.cat(chunks).numpy() if chunks else np.zeros(0)
 
 
@@ -83,6 +94,12 @@ def ood_scores(model: Detector, images: torch.Tensor, batch_size: int = 256) -> 
         raw = engine.ood.raw_scores(features[engine.ood.features])
         out.extend((raw / engine.ood.config.threshold).tolist())
     return out
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    with Image.open(path) as image:
+        return image.size
 
 
 def single_image_latency_ms(model: Detector, images: torch.Tensor, repeats: int = 50) -> float:
@@ -134,7 +151,9 @@ def evaluate(
             total=len(samples), desc="decoding", unit="img", disable=not show_progress
         ) as bar:
             images, labels = preload(samples, model.config.preprocessing, progress=bar.update)
-        probs = probabilities(model, images)
+        config = model.config
+        temperatures = torch.tensor([config.temperature_for(*_size(s.path)) for s in samples])
+        probs = probabilities(model, images, temperatures=temperatures)
         scores = ood_scores(model, images)
         latency = single_image_latency_ms(model, images)
     metrics = classification_metrics(labels.numpy(), probs)

@@ -85,9 +85,12 @@ def _load(paths: Sequence[Path]) -> list[Image.Image]:
     return [decode_rgb(Path(p).read_bytes()) for p in paths]
 
 
-def score(engine: DetectorEngine, images: Sequence[Image.Image]) -> np.ndarray:
-    """Calibrated p(FAKE) per image, through the worker's own path."""
-    return np.array([p.probability for p in engine.predict(list(images))], dtype=np.float64)
+def score(engine: DetectorEngine, images: Sequence[Image.Image]) -> tuple[np.ndarray, list[str]]:
+    """Calibrated p(FAKE) and the tier per image, through the worker's own path."""
+    predictions = engine.predict(list(images))
+    return np.array([p.probability for p in predictions], dtype=np.float64), [
+        p.tier for p in predictions
+    ]
 
 
 def summary(
@@ -123,17 +126,18 @@ def cifake_validation(
     rng = np.random.default_rng(seed)
     chosen = [val[i] for i in sorted(rng.permutation(len(val))[:limit])]
     labels = np.array([s.label for s in chosen])
-    return summary(labels, score(engine, _load([s.path for s in chosen])))
+    return summary(labels, *score(engine, _load([s.path for s in chosen])))
 
 
 def wild_dev(engine: DetectorEngine, root: Path) -> dict[str, Any]:
     samples = read_manifest(root)
     labels = np.array([s.label for s in samples])
-    probs = score(engine, _load([s.path for s in samples]))
-    result: dict[str, Any] = {"overall": summary(labels, probs), "per_category": {}}
+    probs, tiers = score(engine, _load([s.path for s in samples]))
+    result: dict[str, Any] = {"overall": summary(labels, probs, tiers), "per_category": {}}
     for category in sorted({s.category for s in samples}):
         mask = np.array([s.category == category for s in samples])
-        result["per_category"][category] = summary(labels[mask], probs[mask])
+        in_category = [t for t, keep in zip(tiers, mask, strict=True) if keep]
+        result["per_category"][category] = summary(labels[mask], probs[mask], in_category)
     return result
 
 
@@ -153,11 +157,11 @@ def leave_one_source_out(
             continue
         engine = DetectorEngine(load_checkpoint(folder))
         fakes = [s for s in samples if s.group == group]
-        probs = np.concatenate(
-            [score(engine, real_images), score(engine, _load([s.path for s in fakes]))]
-        )
+        real_probs, real_tiers = score(engine, real_images)
+        fake_probs, fake_tiers = score(engine, _load([s.path for s in fakes]))
         labels = np.array([0] * len(reals) + [1] * len(fakes))
-        rows[group] = summary(labels, probs)
+        probs = np.concatenate([real_probs, fake_probs])
+        rows[group] = summary(labels, probs, real_tiers + fake_tiers)
         rows[group]["held_out_images"] = len(fakes)
         rows[group]["training_steps"] = engine.config.training.get("steps")
         log.info("leave-one-source-out %s: %s", group, rows[group])
@@ -176,7 +180,8 @@ def stress(
     images = _load([s.path for s in val])
     labels = np.array([s.label for s in val])
     return {
-        name: summary(labels, score(engine, [t(im) for im in images])) for name, t in STRESS.items()
+        name: summary(labels, *score(engine, [t(im) for im in images]))
+        for name, t in STRESS.items()
     }
 
 
@@ -185,6 +190,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         if "status" in m:
             return f"| {name} | — | — | — | {m['status']} |"
         notes = f"ECE {m['ece']:.3f}"
+        if "coverage" in m:
+            notes += (
+                f"; coverage {m['coverage']:.3f}, selective accuracy "
+                f"{m['selective_accuracy']:.3f}, confidently wrong {m['confidently_wrong']:.3f}"
+            )
         if "held_out_images" in m:
             notes += f"; {m['held_out_images']} held-out images, {m['training_steps']} steps"
         return (

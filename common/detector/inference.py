@@ -45,9 +45,16 @@ def predictions_from_logits(
     logits: torch.Tensor,
     config: DetectorConfig,
     ood_scores: Sequence[float | None] | None = None,
+    sizes: Sequence[tuple[int, int]] | None = None,
 ) -> list[Prediction]:
+    """Calibrated verdicts; ``sizes`` (width, height per row) choose each image's
+    temperature (:meth:`DetectorConfig.temperature_for`), else ``temperature``."""
     cal = config.calibration
-    probs = torch.softmax(logits.float() / cal.temperature, dim=1)[:, 1]
+    if sizes is None:
+        temperatures = torch.full((len(logits), 1), cal.temperature)
+    else:
+        temperatures = torch.tensor([[config.temperature_for(w, h)] for w, h in sizes])
+    probs = torch.softmax(logits.float() / temperatures, dim=1)[:, 1]
     scores = list(ood_scores) if ood_scores is not None else [None] * len(probs)
     out = []
     for row, p, ood in zip(logits.tolist(), probs.tolist(), scores, strict=True):
@@ -56,6 +63,10 @@ def predictions_from_logits(
         score = None if ood is None else round(float(ood), 4)
         out.append(Prediction(label, LABELS[label], float(p), tier, tuple(row), score, reason))
     return out
+
+
+def _sizes(images: Sequence[Image.Image]) -> list[tuple[int, int]]:
+    return [image.size for image in images]
 
 
 class DetectorEngine:
@@ -131,7 +142,7 @@ class DetectorEngine:
             outputs = [self.image_outputs(image) for image in images]
             logits = torch.cat([lg for _, lg in outputs])
             scores = [stats.image_score(features[stats.features]) for features, _ in outputs]
-            return predictions_from_logits(logits, self.config, scores)
+            return predictions_from_logits(logits, self.config, scores, _sizes(images))
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
@@ -140,19 +151,21 @@ class DetectorEngine:
             )
             raw = stats.raw_scores(features[stats.features])
             ood = (raw / stats.config.threshold).tolist()
-            results.extend(predictions_from_logits(logits, self.config, ood))
+            results.extend(predictions_from_logits(logits, self.config, ood, _sizes(chunk)))
         return results
 
     def _predict_without_ood(self, images: Sequence[Image.Image]) -> list[Prediction]:
         if self.config.preprocessing.resize == "native-crops":
             # Images differ in size, so each is its own batch of crops.
             logits = torch.cat([self.image_logits(image) for image in images])
-            return predictions_from_logits(logits, self.config)
+            return predictions_from_logits(logits, self.config, sizes=_sizes(images))
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             batch = batch_from_images(chunk, self.config.preprocessing)
-            results.extend(predictions_from_logits(self.logits(batch), self.config))
+            results.extend(
+                predictions_from_logits(self.logits(batch), self.config, sizes=_sizes(chunk))
+            )
         return results
 
     def predict_one(self, image: Image.Image) -> tuple[Prediction, float]:

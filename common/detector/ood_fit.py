@@ -12,7 +12,13 @@ fraction, seed 0). Then, on subsamples:
    colours, text screenshots; seed ``SYNTHETIC_SEED``) and on shifted copies of the
    validation images (JPEG, blur, rescale): the stored score is the one that flags the
    most synthetic images net of the shifted validation images it flags;
-3. the temperature is refitted on the validation logits *and* their shifted copies.
+3. the temperature is refitted on the validation logits *and* their shifted copies;
+4. with ``thumbnail_data`` (thumbnail detectors), a second temperature for images the
+   detector judges from a heavily downscaled copy
+   (:mod:`~common.detector.thumbnail_calibration`).
+
+Every run writes all of it anew: a refit without ``thumbnail_data`` drops a previous
+thumbnail temperature.
 
 Nothing here reads wild-dev: it is an evaluation set only.
 """
@@ -40,6 +46,7 @@ from common.detector.metrics import roc_auc
 from common.detector.model import CheckpointError
 from common.detector.ood import OodStats, early_layers, fit_knn, fit_mahalanobis, save_ood
 from common.detector.synthetic import synthetic_ood
+from common.detector.thumbnail_calibration import fit_thumbnail_temperature
 from common.images import decode_rgb
 
 log = logging.getLogger(__name__)
@@ -216,6 +223,8 @@ def fit_ood(
     synthetic_per_kind: int = 40,
     method: str | None = None,
     components: int = 256,
+    thumbnail_data: Sequence[Path] = (),
+    thumbnail_limit: int = 1000,
 ) -> dict[str, Any]:
     """Measure the candidates, write ``ood.safetensors`` and update ``config.json``."""
     folder = Path(model)
@@ -246,6 +255,12 @@ def fit_ood(
     all_logits = torch.cat([val_out.logits, *(o.logits for o in shifted.values())])
     all_labels = torch.from_numpy(np.concatenate([val_out.labels] * (1 + len(shifted))))
     temperature = fit_temperature(all_logits, all_labels)
+    thumbnail_temperature: float | None = None
+    thumbnail_info: dict[str, Any] | None = None
+    if thumbnail_data:
+        thumbnail_temperature, thumbnail_info = fit_thumbnail_temperature(
+            engine, thumbnail_data, temperature, thumbnail_limit
+        )
 
     # 1-2. candidates
     labels = torch.from_numpy(fit_out.labels)
@@ -304,6 +319,7 @@ def fit_ood(
             for q in (0.9, 0.95, 0.975, 0.99)
         },
         "temperature_before": config.calibration.temperature,
+        "thumbnail": thumbnail_info,
         "bands_on_validation": [
             selective(probs_val, val_out.labels, b) for b in (0.0, 0.05, 0.1, 0.15, 0.2)
         ],
@@ -321,6 +337,7 @@ def fit_ood(
     )
     calibration = Calibration(
         temperature=temperature,
+        thumbnail_temperature=thumbnail_temperature,
         tier_thresholds=config.calibration.tier_thresholds,
         decision_threshold=config.calibration.decision_threshold,
         uncertain_band=band,
@@ -331,6 +348,7 @@ def fit_ood(
         "chosen": chosen,
         "threshold": ood_config.threshold,
         "temperature": temperature,
+        "thumbnail_temperature": thumbnail_temperature,
         "uncertain_band": band,
         **{k: v for k, v in fit_info.items() if k not in ("data", "shifts")},
     }

@@ -41,6 +41,18 @@ def fit_ood(
         str | None,
         typer.Option(help="force a candidate, e.g. early:knn/mean-feature (default: measured)"),
     ] = None,
+    thumbnail_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--thumbnail-data",
+            help="thumbnail detectors: labelled large images the model never trained on "
+            "(REAL/FAKE or wild-train) to fit the temperature of downscaled images; "
+            "never wild-dev",
+        ),
+    ] = None,
+    thumbnail_limit: Annotated[
+        int, typer.Option(help="images from --thumbnail-data to fit on (half as many held out)")
+    ] = 1000,
 ) -> None:
     """OOD statistics, shift-aware temperature and uncertain band, written into the checkpoint."""
     from common.detector.checkpoint import default_checkpoint
@@ -62,6 +74,8 @@ def fit_ood(
             fit_limit=fit_limit,
             val_limit=val_limit,
             method=method,
+            thumbnail_data=thumbnail_data or (),
+            thumbnail_limit=thumbnail_limit,
         )
     except (CheckpointError, DatasetError, ValueError) as exc:
         fail(str(exc))

@@ -165,7 +165,7 @@ def analyze_image(
         logits = logits.mean(dim=0, keepdim=True)
     else:
         small = heatmaps[0]
-    prediction = predictions_from_logits(logits, engine.config)[0]
+    prediction = predictions_from_logits(logits, engine.config, sizes=[image.size])[0]
     document, heatmap, rgb = encode(
         small, image, prediction, inspect_metadata(data), threshold, top_k
     )

@@ -20,9 +20,9 @@ image so background load hits all three alike:
 the stages' recorded durations): submit, broker hops, task start-up.
 
 The benchmark learns that a job finished from its ``job.done`` webhook (a receiver in
-this process), not by polling: on a 2-core machine every status poll steals a core
-from a 2-thread forward pass in the middle of its work, which measured ~10 % slower
-stages with a 50 ms HTTP poll.
+this process), not by polling: on a machine with few cores every status poll steals a
+core from a forward pass in the middle of its work and slows the very stages it
+times (docs/benchmarks.md).
 """
 
 from __future__ import annotations

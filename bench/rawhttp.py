@@ -1,9 +1,10 @@
 """Pre-encoded HTTP/1.1 POSTs over keep-alive connections: the load generator's sender.
 
 httpx builds every multipart request in Python and walks its connection pool per
-request; at 100 requests/s it took a whole core of this 2-core machine, so its own
-queueing showed up as the gateway's "latency". Here each request is encoded once,
-before the clock starts, and sending it is one socket write plus a header parse.
+request; at the load benchmark's rates that work queued requests in the generator,
+which showed up as the gateway's "latency" (docs/benchmarks.md). Here each request is
+encoded once, before the clock starts, and sending it is one socket write plus a
+header parse.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Keep a long-lived process's start-up objects out of Python's garbage collector.
 
-A full (generation 2) collection traverses every tracked object. A warm gateway process
-holds ~150k of them (FastAPI, SQLAlchemy, pydantic, Celery); a full collection over
-them took 75–95 ms of CPU while serving ``aigi bench load`` (timed with
-``gc.callbacks``), a stall every request in flight waited out. The load generator's
-own collections took 135–205 ms, which would have counted as the gateway's latency.
-Frozen objects (:func:`gc.freeze`) are never traversed, so later full collections scan
-only what was made since.
+A full (generation 2) collection traverses every tracked object, and a warm gateway
+process holds a great many (FastAPI, SQLAlchemy, pydantic, Celery): each full
+collection is a stall that every request in flight waits out, and the load
+generator's own would count as the gateway's latency (the measured stalls are in
+docs/benchmarks.md). Frozen objects (:func:`gc.freeze`) are never traversed, so later
+full collections scan only what was made since.
 """
 
 from __future__ import annotations

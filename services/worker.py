@@ -53,7 +53,7 @@ def _init_child(**_: Any) -> None:
     threads = runtime.context().settings.torch_threads
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if WORKER_STAGE not in MODEL_STAGES:
-        return  # explain and notify never run a model: importing torch costs ~0.5 GB
+        return  # explain and notify never run a model: torch would only cost them memory
     import torch
 
     torch.set_num_threads(threads)

@@ -44,12 +44,13 @@ PING_AFTER_IDLE_SECONDS = 1.0
 def _ping_when_idle(engine: Engine) -> None:
     """``pool_pre_ping`` for connections that sat idle, not for every checkout.
 
-    ``pool_pre_ping`` costs a round trip per checkout: on the gateway's submit path
-    (one checkout per request) that was ~7 % of its CPU. A connection used within the
-    last second is taken as alive; if Postgres went away in that second, the first
-    statement fails with a disconnect error (the caller answers 503), and SQLAlchemy
-    then replaces every pooled connection, as after a failed ping. A failed ping here
-    makes the pool open a new connection (SQLAlchemy's pessimistic-disconnect recipe).
+    ``pool_pre_ping`` costs a round trip per checkout: a visible share of the gateway's
+    CPU on its submit path, one checkout per request (docs/benchmarks.md). A
+    connection used within the last second is taken as alive; if Postgres went away in
+    that second, the first statement fails with a disconnect error (the caller answers
+    503), and SQLAlchemy then replaces every pooled connection, as after a failed ping.
+    A failed ping here makes the pool open a new connection (SQLAlchemy's
+    pessimistic-disconnect recipe).
     """
 
     @event.listens_for(engine, "checkin")

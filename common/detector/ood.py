@@ -19,10 +19,10 @@ Either score reads one of two feature sets (``OodConfig.features``):
 * ``early``: per channel, the spatial mean and standard deviation of the outputs of two
   early stages (EfficientNet ``blocks[1]``/``blocks[2]``, compact ``stages[0]``/
   ``stages[1]``): the image statistics (texture, contrast, flatness) the network sees
-  before it abstracts them away. Measured on the EfficientNet-Lite0 wild model, pooled
-  features put noise, solid colours and text screenshots *closer* to the training
-  images than held-out photographs are (AUROC 0.26 Mahalanobis), the early statistics
-  separate them almost perfectly (kNN AUROC 0.999); see docs/trust.md.
+  before it abstracts them away. On the EfficientNet-Lite0 wild model, pooled features
+  put noise, solid colours and text screenshots *closer* to the training images than
+  held-out photographs are, while the early statistics separate them almost perfectly
+  (the AUROCs are in docs/trust.md).
 
 Higher means further out. The threshold is the ``pass_rate`` quantile of the
 in-distribution validation scores; the public ``ood_score`` is raw / threshold.

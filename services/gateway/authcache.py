@@ -1,7 +1,7 @@
 """A per-process memory of recently authenticated API keys.
 
-Looking a key up costs a pool checkout and a query on every request (about 1.2 ms of
-the gateway's CPU on a 2-core machine, a sixth of a submission). Keys change rarely,
+Looking a key up costs a pool checkout and a query on every request, a sizeable share
+of the gateway's CPU per submission (docs/benchmarks.md). Keys change rarely,
 so each gateway process remembers a successful lookup for ``ttl`` seconds. The price
 is the revocation delay: a key revoked elsewhere (``aigi key revoke``, another
 process) is refused by this process at most ``ttl`` seconds later. Unknown and revoked

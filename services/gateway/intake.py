@@ -266,9 +266,9 @@ class JobIntake:
 
         A single statement commits itself: it runs on a pooled connection in autocommit
         mode, one round trip to Postgres, where an ORM session took three (BEGIN, the
-        statement, COMMIT) and ~0.2 ms more of the gateway's CPU on a 2-core machine
-        (an ORM insert per row, earlier, ~4.5 ms). ``job``'s timestamps come back from
-        it; ``job`` itself stays outside the session."""
+        statement, COMMIT) and more of the gateway's CPU (docs/benchmarks.md).
+        ``job``'s timestamps come back from it; ``job`` itself stays outside the
+        session."""
         engine = self.session.get_bind().engine
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             row = connection.exec_driver_sql(

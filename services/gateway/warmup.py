@@ -4,11 +4,10 @@ A cold gateway process pays on its first submissions for what it then keeps: a n
 Postgres connection per concurrent request (a backend forked and authenticated on the
 server), the broker connection, Pillow's format plugins, and FastAPI's per-route
 models, which it builds for every route of a router when the first request is matched
-against that router (~130 ms on the first submission here). Under a sudden 200 req/s
-those first requests queued behind each other and the backlog took seconds to drain
-(p99 near 1 s at 200 req/s on 2 cores, against ~40 ms once warm: ``aigi bench
-load``). uvicorn runs the lifespan before it accepts connections, so warming there
-costs start-up time (~0.1 s), not requests.
+against that router. Under a sudden burst of submissions those first requests
+queued behind each other and the backlog took seconds to drain (docs/benchmarks.md).
+uvicorn runs the lifespan before it accepts connections, so warming there costs
+start-up time, not requests.
 
 Best effort: a database or broker that is down at start is not a reason to refuse to
 start (requests answer 503 until it is back), so every failure is logged and skipped.
@@ -83,7 +82,7 @@ async def _warm_routes(app: FastAPI) -> None:
 
 
 def _warm_blocking(state: GatewayState) -> int:
-    configure_mappers()  # ~100 ms, else paid by the first query of the process
+    configure_mappers()  # else the first query of the process pays for it
     connections = state.settings.gateway_warm_connections
     opened = warm_database(state.settings.database_url, connections) if connections else 0
     warm_broker(state)

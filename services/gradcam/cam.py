@@ -8,8 +8,9 @@ is the same as the full backward's (asserted in the tests); the cost is one forw
 pass plus the backward of the layers after the target (the head for the compact CNN,
 one transformer block for a ViT). With no weight needing a gradient, pytorch-grad-cam's
 per-call ``model.zero_grad()`` has nothing to reset; it still walks every module and
-parameter (~0.1 ms against the compact CNN's ~2.5 ms forward), so the truncated CAM
-hands pytorch-grad-cam the model behind :class:`_FrozenWeights`, which skips it.
+parameter, a cost the compact CNN's short forward pass notices (docs/benchmarks.md),
+so the truncated CAM hands pytorch-grad-cam the model behind :class:`_FrozenWeights`,
+which skips it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ JSONifier, Appendix A.2) and the JSON schema the answer is constrained to.
 
 The A.1 template gave the class, asked for the applicable artifacts, for or against
 the verdict, at most 50 words each without formatting, and listed all 70 artifacts
-(~2,700 prompt tokens with SmolLM2's tokenizer, most of the stage's time on a CPU).
+(a prompt that took most of the stage's time on a CPU; docs/explanations.md has its size).
 This version sends only the job's *candidates* (:mod:`.grounding`): the artifacts
 the measurements bear on, each with its region, the statistic, its ratio to the whole
 image and what that means, and whether it supports the verdict. Each explanation

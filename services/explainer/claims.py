@@ -137,6 +137,8 @@ _POSITION = re.compile(
     r"\b(?:(upper|top|middle|lower|bottom)\s+(left|right|centre|center)|(centre|center))\b"
 )
 MIN_WORDS = 6
+#: After the given prefix: at least this many words on what the measurement means.
+MEANING_MIN_WORDS = 3
 
 
 def _plain(text: str) -> str:
@@ -175,6 +177,10 @@ def check_claim(
     wrong)."""
     if len(text.split()) < MIN_WORDS:
         return f"fewer than {MIN_WORDS} words"
+    given = " ".join(candidate.prefix.split())
+    said = " ".join(text.split())
+    if said.startswith(given) and len(said[len(given) :].split()) < MEANING_MIN_WORDS:
+        return "repeats its measurement but does not say what it means"
     cited = _cited(text)
     unknown = [
         f"{v:g}{kind}" for v, d, kind in cited if not _number_known(v, d, kind, candidate, verdict)

@@ -13,8 +13,8 @@ the measurement says:
 A candidate whose reading agrees with the verdict *supports* it; the others are
 evidence *against* it, and the prompt asks for them to be marked so. Only the
 candidates go to the LLM: their keys are the answer's schema, and each value must
-start with its :attr:`Candidate.prefix` (region, statistic, and the counter-evidence
-mark where it applies), a ``pattern`` the servers' grammars enforce. What the model
+start with its :attr:`Candidate.prefix` (region, statistic, measurement, and the
+counter-evidence mark where it applies), a ``pattern`` the servers' grammars enforce. What the model
 writes after it is checked by :mod:`.claims`.
 """
 
@@ -27,7 +27,7 @@ from typing import Literal
 from common.artifacts import Taxonomy
 from services.explainer.evidence import LABELS, RULES, Rule
 from services.explainer.inputs import EvidenceInput, RoiInput, RoiStat, VerdictInput
-from services.explainer.prompt import AGAINST_MARK
+from services.explainer.prompt import AGAINST_MARK, number, ratio
 
 #: Candidates per job: enough to explain a verdict, few enough for a short prompt.
 MAX_CANDIDATES = 4
@@ -84,10 +84,19 @@ class Candidate:
     @property
     def prefix(self) -> str:
         """How its explanation starts: the counter-evidence mark where it applies, the
-        region and the statistic. Letters, digits, spaces, commas, colons and hyphens
-        only: a regex of itself in the schema's ``pattern``."""
+        region, the statistic and its measurement, e.g. ``Region 1, upper left: the
+        high-frequency energy is 0.184, 2.30x the whole image (0.0801), higher, ``.
+
+        The schema's ``pattern`` makes a constrained answer start with it, so the facts
+        of every claim are the measured ones by construction; the model writes what
+        they mean, and :mod:`.claims` checks that part."""
         mark = "" if self.supports_verdict else f"{AGAINST_MARK} "
-        return f"{mark}Region {self.roi.rank}, {self.roi.position}: the {self.label} "
+        value = "" if self.value is None else f"{number(self.value)}, "
+        whole = "" if self.whole is None else f" ({number(self.whole)})"
+        return (
+            f"{mark}Region {self.roi.rank}, {self.roi.position}: the {self.label} is "
+            f"{value}{ratio(self.relative)} the whole image{whole}, {self.measured}, "
+        )
 
     def numbers(self) -> tuple[float, ...]:
         return tuple(v for v in (self.value, self.relative, self.whole) if v is not None)

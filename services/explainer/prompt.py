@@ -29,11 +29,14 @@ from services.explainer.inputs import VerdictInput
 if TYPE_CHECKING:
     from services.explainer.grounding import Candidate
 
-PROMPT_VERSION = "explain-v2"
+PROMPT_VERSION = "explain-v3"
 AGAINST_MARK = "Against the verdict:"
 MAX_WORDS = 50
 SCHEMA_NAME = "artifact_explanations"
-REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}/\"]")
+#: Characters a prefix cannot hold in a ``pattern`` (a backslash escape crashed
+#: llama.cpp's server); the other regex metacharacters become one-character classes.
+UNPATTERNABLE = re.compile(r'[\\^\[\]"]')
+CLASS_ESCAPED = frozenset(".$|?*+(){}/")
 #: After the prefix: any text without a quote or a backslash, to the end.
 PATTERN_REST = '[^"\\\\]*$'
 
@@ -87,9 +90,10 @@ STATIC_RULES = (
     "(a part of the image that drove the verdict), compared with the whole image.",
     "Rules:",
     "- Explain only the candidates, under their keys; leave out any you cannot explain.",
-    '- Start with the region and the statistic (e.g. "Region 1, upper left: the noise '
-    'residual ..."), then cite its numbers exactly as given. Never invent a number.',
-    '- Say "higher" or "lower" only as measured.',
+    "- Start with the candidate's region and measurement exactly as given (e.g. "
+    '"Region 1, upper left: the noise residual is 1.02, 0.32x the whole image (3.21), '
+    'lower, "), then '
+    "say in one sentence what the measurement means for the verdict. Never invent a number.",
     f'- For a candidate marked "against the verdict", start with "{AGAINST_MARK}".',
     f"- At most {MAX_WORDS} words each, plain sentences, no markdown.",
 )
@@ -163,11 +167,12 @@ def response_schema(
     """JSON schema of the answer: the given keys (the job's candidates), string values,
     nothing else; where ``prefixes`` gives one, the value must start with it.
 
-    The prefix (region and statistic, see ``Candidate.prefix``) is a ``pattern``: TGI,
-    vLLM and llama.cpp compile it into their grammar, so a constrained answer names
-    its region and statistic by construction. It holds no regex metacharacter (one
-    that would is left out, not escaped: llama.cpp's server crashed on ``\\ ``
-    escapes here), and the rest of the value excludes quotes and backslashes.
+    The prefix (region, statistic and measurement, see ``Candidate.prefix``) is a
+    ``pattern``: TGI, vLLM and llama.cpp compile it into their grammar, so a
+    constrained answer states its facts by construction. Metacharacters are matched as
+    one-character classes (``[.]``), never with a backslash (llama.cpp's server crashed
+    on ``\\ `` escapes here); a prefix with a character no class can hold is left out.
+    The rest of the value excludes quotes and backslashes.
 
     No property is required (a candidate the model cannot explain is left out) and
     values carry no ``maxLength``: the 50-word rule is checked after decoding, where a
@@ -178,8 +183,9 @@ def response_schema(
     for key in keys:
         prefix = (prefixes or {}).get(key)
         properties[key] = {"type": "string", "minLength": 1}
-        if prefix and not REGEX_SPECIAL.search(prefix):
-            properties[key]["pattern"] = f"^{prefix}{PATTERN_REST}"
+        if prefix and not UNPATTERNABLE.search(prefix):
+            literal = "".join(f"[{c}]" if c in CLASS_ESCAPED else c for c in prefix)
+            properties[key]["pattern"] = f"^{literal}{PATTERN_REST}"
     return {
         "title": SCHEMA_NAME,
         "type": "object",

@@ -11,6 +11,7 @@ from services.explainer.grounding import candidates
 from services.explainer.inputs import VerdictInput, evidence_from_document
 from services.explainer.prompt import (
     AGAINST_MARK,
+    PATTERN_REST,
     PROMPT_VERSION,
     explanation_prompt,
     jsonifier_prompt,
@@ -30,7 +31,7 @@ def test_prompt_carries_the_verdict_and_the_candidates_numbers(
     fake_verdict: VerdictInput, document: dict[str, Any], taxonomy: Taxonomy
 ) -> None:
     prompt = prompt_for(fake_verdict, document, taxonomy)
-    assert PROMPT_VERSION == "explain-v2"
+    assert PROMPT_VERSION == "explain-v3"
     assert "Verdict: FAKE (AI-generated), probability 0.873" in prompt and "mostly fake" in prompt
     assert (
         "- frequency_domain_signatures: Region 1, upper left, high-frequency energy 0.184 = "
@@ -41,7 +42,7 @@ def test_prompt_carries_the_verdict_and_the_candidates_numbers(
     assert f'start with "{AGAINST_MARK}"' in prompt and "Never invent a number" in prompt
     assert "one JSON object" in prompt
     # only the candidates: not the 70-artifact taxonomy
-    assert prompt.count("\n- ") == 4 + 5  # 4 candidates, 5 rules
+    assert prompt.count("\n- ") == 4 + 4  # 4 candidates, 4 rules
     assert "texture_repetition_patterns" not in prompt
 
 
@@ -91,7 +92,14 @@ def test_schema_fixes_how_each_explanation_starts(
     against = patterns["excessive_sharpness_in_certain_image_regions"]
     assert against.startswith(f"^{AGAINST_MARK} Region 1, upper left: the edge sharpness ")
     assert not re.fullmatch(against, 'Region 1, upper left: the edge sharpness "quoted"')
-    # a prefix with a regex metacharacter is left out rather than escaped
-    assert (
-        "pattern" not in response_schema(["k"], {"k": "Region 1 (upper left) "})["properties"]["k"]
+    # the measurement is part of the prefix: another number does not match
+    assert not re.fullmatch(
+        patterns["frequency_domain_signatures"], GROUNDED.replace("2.30x", "2.31x")
     )
+    # metacharacters match themselves through one-character classes, no backslash ...
+    literal = response_schema(["k"], {"k": "Region 1 (upper left) 2.30x. "})["properties"]["k"]
+    assert "\\" not in literal["pattern"].removesuffix(PATTERN_REST)
+    assert re.fullmatch(literal["pattern"], "Region 1 (upper left) 2.30x. because so")
+    assert not re.fullmatch(literal["pattern"], "Region 1 (upper left) 2330x. because so")
+    # ... and a prefix with a character no class can hold is left out
+    assert "pattern" not in response_schema(["k"], {"k": 'Region "1" '})["properties"]["k"]

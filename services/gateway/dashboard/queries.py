@@ -1,4 +1,8 @@
-"""What the dashboard reads from Postgres (and Redis), always scoped to one tenant."""
+"""What the dashboard reads from Postgres (and Redis), always scoped to one tenant.
+
+The job filters and the by-id lookup are the API's (``services.gateway.job_queries``);
+this module adds the dashboard's lenient parsing, its free-text search and numbered pages.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +27,12 @@ from common.db.models import (
     StageStatus,
     WebhookDelivery,
 )
-from common.detector.config import ALL_TIERS
+from common.detector.config import ALL_TIERS, LABELS
 from common.queues import QUEUES, STAGES
-from common.reviews import DECISIONS
+from services.gateway.job_queries import REVIEW_STATES, JobFilter, select_jobs
 
-LABEL_NAMES = ("REAL", "FAKE")
+LABEL_NAMES = LABELS
 TIERS = ALL_TIERS
-REVIEW_STATES = ("unreviewed", *DECISIONS)
 PAGE_SIZE = 25
 _HEX = re.compile(r"^[0-9a-f-]{4,64}$")
 
@@ -112,6 +115,23 @@ class JobFilters:
     def active(self) -> bool:
         return any(self.query_params(page=1).values())
 
+    def job_filter(self) -> JobFilter:
+        """The shared filter: a day range becomes [first day 00:00 UTC, day after last)."""
+        return JobFilter(
+            status=self.status,
+            label=self.label,
+            tier=self.tier,
+            review=self.review,
+            created_after=(
+                datetime.combine(self.date_from, time(), UTC) if self.date_from else None
+            ),
+            created_before=(
+                datetime.combine(self.date_to + timedelta(days=1), time(), UTC)
+                if self.date_to
+                else None
+            ),
+        )
+
 
 def _search(q: str) -> Any:
     """Job id (full or leading part) or image sha256 (full or leading part)."""
@@ -128,23 +148,7 @@ def _search(q: str) -> Any:
 
 
 def filtered_jobs(tenant_id: uuid.UUID, filters: JobFilters) -> Select[Job]:
-    query = select(Job).where(Job.tenant_id == tenant_id)
-    if filters.status:
-        query = query.where(Job.status == filters.status)
-    if filters.label:
-        query = query.where(Job.label == LABEL_NAMES.index(filters.label))
-    if filters.tier:
-        query = query.where(Job.tier == filters.tier)
-    if filters.date_from:
-        query = query.where(Job.created_at >= datetime.combine(filters.date_from, time(), UTC))
-    if filters.date_to:
-        end = datetime.combine(filters.date_to + timedelta(days=1), time(), UTC)
-        query = query.where(Job.created_at < end)
-    reviewed = select(Review.id).where(Review.job_id == Job.id)
-    if filters.review == "unreviewed":
-        query = query.where(~reviewed.exists())
-    elif filters.review:
-        query = query.where(reviewed.where(Review.decision == filters.review).exists())
+    query = select_jobs(tenant_id, filters.job_filter())
     if filters.q:
         condition = _search(filters.q)
         if condition is None:
@@ -203,14 +207,6 @@ def list_jobs(session: Session, tenant_id: uuid.UUID, filters: JobFilters) -> Jo
         page=page,
         pages=pages,
     )
-
-
-def load_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
-    """The tenant's job, or None (another tenant's job is indistinguishable from none)."""
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant_id:
-        return None
-    return job
 
 
 def review_of(session: Session, job_id: uuid.UUID) -> Review | None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from common.db.models import Job
+from common.db.models import Job, JobStatus
 from common.jobview import job_view
 from common.reviews import DECISIONS, ReviewError, record_review
 from common.tenants import authenticate
@@ -41,13 +41,13 @@ from services.gateway.dashboard.queries import (
     JobFilters,
     deliveries_of,
     list_jobs,
-    load_job,
     overview,
     review_of,
 )
 from services.gateway.dashboard.templating import templates
 from services.gateway.deps import SessionDep, StateDep
 from services.gateway.edge import NUL_MESSAGE
+from services.gateway.job_queries import get_job
 from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
 
@@ -178,7 +178,7 @@ def _list_context(
     return {
         "filters": filters,
         "listing": listing,
-        "statuses": ("queued", "classifying", "classified", "explaining", "done", "failed"),
+        "statuses": JobStatus.ALL,
         "labels": LABEL_NAMES,
         "tiers": TIERS,
         "review_states": REVIEW_STATES,
@@ -221,7 +221,7 @@ def _detail(
     review_error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    job = load_job(session, dashboard.principal.tenant_id, job_id)
+    job = get_job(session, dashboard.principal.tenant_id, job_id)
     if job is None:
         return _not_found(request, dashboard, job_id)
     view = job_view(job, state.settings.public_base_url)
@@ -236,7 +236,7 @@ def _detail(
             "decisions": DECISIONS,
             "review_error": review_error,
             "saved": request.query_params.get("saved") == "1",
-            "finished": job.status in ("done", "failed"),
+            "finished": job.status in JobStatus.FINAL,
             "nav": "jobs",
         },
         dashboard,
@@ -267,7 +267,7 @@ def review_job(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     check_csrf(dashboard, csrf_token)
-    job = load_job(session, dashboard.principal.tenant_id, job_id)
+    job = get_job(session, dashboard.principal.tenant_id, job_id)
     if job is None:
         return _not_found(request, dashboard, job_id)
     if "\x00" in note:  # Postgres refuses it: a form error, not a 500
@@ -301,7 +301,7 @@ def review_job(
 
 # ---------------------------------------------------------------------------- images
 def _job_or_404(session: SessionDep, dashboard: DashboardSession, job_id: uuid.UUID) -> Job:
-    job = load_job(session, dashboard.principal.tenant_id, job_id)
+    job = get_job(session, dashboard.principal.tenant_id, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     return job

@@ -7,23 +7,32 @@ import base64
 import time
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from common.db.models import Job, Review
+from common.db.models import Job, JobStatus
 from common.db.session import session_factory
 from common.jobview import JobOut, job_view
 from common.tenants import Principal
 from services.gateway.deps import CallerDep, PrincipalDep, SessionDep, StateDep, rate_limit
 from services.gateway.edge import NoNul, refuse_nul
 from services.gateway.intake import IntakeError, JobIntake, JobOptions, Submission
+from services.gateway.job_queries import (
+    JobFilter,
+    LabelName,
+    ReviewState,
+    StatusName,
+    TierName,
+    get_job,
+    select_jobs,
+)
 from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
 
@@ -156,8 +165,9 @@ async def _parse_submission(request: Request, limit: int) -> tuple[Submission, J
 
 
 def _load_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != principal.tenant_id:
+    """The caller's job, or 404 (another tenant's job answers as if it did not exist)."""
+    job = get_job(session, principal.tenant_id, job_id)
+    if job is None:
         raise HTTPException(404, f"job {job_id} not found")
     return job
 
@@ -175,7 +185,7 @@ async def _wait_for_verdict(
     delay = 0.05
     while True:
         view = await run_in_threadpool(_snapshot, state, principal, job_id)
-        if view.verdict is not None or view.status in ("done", "failed"):
+        if view.verdict is not None or view.status in JobStatus.FINAL:
             return view
         left = deadline - time.monotonic()
         if left <= 0:
@@ -263,38 +273,24 @@ def read_jobs(
     session: SessionDep,
     state: StateDep,
     principal: PrincipalDep,
-    status_: Annotated[
-        Literal["queued", "classifying", "classified", "explaining", "done", "failed"] | None,
-        Query(alias="status"),
-    ] = None,
-    label: Annotated[Literal["REAL", "FAKE"] | None, Query()] = None,
-    tier: Annotated[
-        Literal["mostly real", "probably real", "probably fake", "mostly fake", "uncertain"] | None,
-        Query(),
-    ] = None,
-    review: Annotated[Literal["unreviewed", "confirmed", "overturned"] | None, Query()] = None,
+    status_: Annotated[StatusName | None, Query(alias="status")] = None,
+    label: Annotated[LabelName | None, Query()] = None,
+    tier: Annotated[TierName | None, Query()] = None,
+    review: Annotated[ReviewState | None, Query()] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
-    query = select(Job).where(Job.tenant_id == principal.tenant_id)
-    if status_:
-        query = query.where(Job.status == status_)
-    if label:
-        query = query.where(Job.label == (1 if label == "FAKE" else 0))
-    if tier:
-        query = query.where(Job.tier == tier)
-    if created_after:
-        query = query.where(Job.created_at >= created_after)
-    if created_before:
-        query = query.where(Job.created_at < created_before)
-    if review == "unreviewed":
-        query = query.where(~select(Review.id).where(Review.job_id == Job.id).exists())
-    elif review:
-        query = query.where(
-            select(Review.id).where(Review.job_id == Job.id, Review.decision == review).exists()
-        )
+    job_filter = JobFilter(
+        status=status_,
+        label=label,
+        tier=tier,
+        review=review,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    query = select_jobs(principal.tenant_id, job_filter)
     if cursor:
         created, last_id = _decode_cursor(cursor)
         query = query.where(

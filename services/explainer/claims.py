@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from services.explainer.evidence import LABELS
 from services.explainer.grounding import Candidate, Reading
 from services.explainer.inputs import EvidenceInput, RoiInput, VerdictInput
 from services.explainer.prompt import number
@@ -179,8 +180,16 @@ def check_claim(
         return f"fewer than {MIN_WORDS} words"
     given = " ".join(candidate.prefix.split())
     said = " ".join(text.split())
-    if said.startswith(given) and len(said[len(given) :].split()) < MEANING_MIN_WORDS:
+    meaning = said[len(given) :] if said.startswith(given) else said
+    if said.startswith(given) and len(meaning.split()) < MEANING_MIN_WORDS:
         return "repeats its measurement but does not say what it means"
+    if not _names_statistic(meaning, candidate.statistic):
+        other = next((s for s in STATISTIC_WORDS if _names_statistic(meaning, s)), None)
+        if other is not None:
+            return (
+                f"speaks of the {LABELS.get(other, other)}; its measurement is the "
+                f"{candidate.label}"
+            )
     cited = _cited(text)
     unknown = [
         f"{v:g}{kind}" for v, d, kind in cited if not _number_known(v, d, kind, candidate, verdict)

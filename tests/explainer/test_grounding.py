@@ -88,6 +88,17 @@ SMOOTH = (
         ),
         (SMOOTH + " A real camera could show it too.", "reads both"),
         ("Region 1: noise residual 0.32x.", "fewer than 6 words"),
+        # what follows the given prefix speaks of another statistic (SmolLM2 did)
+        (
+            "Region 1, upper left: the noise residual is 1.02, 0.32x the whole image (3.21), "
+            "lower, a sign of soft edges in generated images.",
+            "speaks of the edge sharpness; its measurement is the noise residual",
+        ),
+        (
+            "Region 1, upper left: the noise residual is 1.02, 0.32x the whole image (3.21), "
+            "lower, a smoothness that indicates generation.",
+            None,
+        ),
     ],
 )
 def test_claims_about_a_fake_verdicts_candidate(

@@ -75,6 +75,7 @@ def trust_check(
             "pass_rate": engine.ood.config.pass_rate,
         },
         "temperature": cal.temperature,
+        "thumbnail_temperature": cal.thumbnail_temperature,
         "uncertain_band": cal.uncertain_band,
     }
     if wild_dev is not None:

@@ -90,10 +90,9 @@ STATIC_RULES = (
     "(a part of the image that drove the verdict), compared with the whole image.",
     "Rules:",
     "- Explain only the candidates, under their keys; leave out any you cannot explain.",
-    "- Start with the candidate's region and measurement exactly as given (e.g. "
-    '"Region 1, upper left: the noise residual is 1.02, 0.32x the whole image (3.21), '
-    'lower, "), then '
-    "say in one sentence what the measurement means for the verdict. Never invent a number.",
+    "- Start with the candidate's region and measurement exactly as given, then say in "
+    "one sentence what that measurement means for the verdict. Speak only of that "
+    "candidate's statistic. Never invent a number.",
     f'- For a candidate marked "against the verdict", start with "{AGAINST_MARK}".',
     f"- At most {MAX_WORDS} words each, plain sentences, no markdown.",
 )

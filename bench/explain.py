@@ -244,6 +244,8 @@ def bench_explain(jobs: int, threads: int, max_tokens: int = 256) -> dict[str, A
                         "claims_kept": result.claims_kept,
                         "grounded_rate": result.grounded_rate,
                         "error": result.error,
+                        # the model's kept claims (what a reader of the docs wants to see)
+                        "kept": dict(result.artifacts) if result.source == "llm" else {},
                     }
                 )
         finally:

@@ -183,6 +183,13 @@ def check_claim(
     meaning = said[len(given) :] if said.startswith(given) else said
     if said.startswith(given) and len(meaning.split()) < MEANING_MIN_WORDS:
         return "repeats its measurement but does not say what it means"
+    if "{" in text or "}" in text:
+        return "holds JSON debris ({ or })"
+    if said.startswith(given) and reading_of(meaning, candidate.names()) is None:
+        return (
+            "does not say what its measurement indicates (generation, a photograph, or no "
+            "sign of the artifact)"
+        )
     if not _names_statistic(meaning, candidate.statistic):
         other = next((s for s in STATISTIC_WORDS if _names_statistic(meaning, s)), None)
         if other is not None:

@@ -99,6 +99,17 @@ SMOOTH = (
             "lower, a smoothness that indicates generation.",
             None,
         ),
+        # after the prefix, a number and debris say nothing (SmolLM2 did this too)
+        (
+            "Region 1, upper left: the noise residual is 1.02, 0.32x the whole image (3.21), "
+            "lower, noise residual of 1.02} {",
+            "JSON debris",
+        ),
+        (
+            "Region 1, upper left: the noise residual is 1.02, 0.32x the whole image (3.21), "
+            "lower, a residual of this size here.",
+            "does not say what its measurement indicates",
+        ),
     ],
 )
 def test_claims_about_a_fake_verdicts_candidate(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -263,23 +263,30 @@ class Explainer:
     ) -> tuple[dict[str, str], str]:
         keys = [c.artifact for c in chosen]
 
-        def grounded(prompt: str, schema: dict[str, Any] | None) -> dict[str, str]:
-            return self._grounded(prompt, schema, verdict, evidence, chosen, budget, run)
+        def schema_for(open_candidates: Sequence[Candidate]) -> dict[str, Any]:
+            return response_schema(
+                [c.artifact for c in open_candidates],
+                {c.artifact: c.prefix for c in open_candidates},
+            )
+
+        def grounded(prompt: str, constrained: bool) -> dict[str, str]:
+            return self._grounded(
+                prompt, schema_for if constrained else None, verdict, evidence, chosen, budget, run
+            )
 
         prompt = explanation_prompt(verdict, chosen, answer="json")
         try:
-            schema = response_schema(keys, {c.artifact: c.prefix for c in chosen})
-            return grounded(prompt, schema), "constrained"
+            return grounded(prompt, constrained=True), "constrained"
         except SchemaUnsupported:
             log.info("llm cannot constrain output; two-step flow")
         text_prompt = explanation_prompt(verdict, chosen, answer="text")
         free_text = self._call(text_prompt, None, budget, run, seed=0)
-        return grounded(jsonifier_prompt(free_text, keys), None), "two-step"
+        return grounded(jsonifier_prompt(free_text, keys), constrained=False), "two-step"
 
     def _grounded(
         self,
         prompt: str,
-        schema: dict[str, Any] | None,
+        schema_for: Callable[[Sequence[Candidate]], dict[str, Any]] | None,
         verdict: VerdictInput,
         evidence: EvidenceInput,
         chosen: tuple[Candidate, ...],
@@ -287,12 +294,18 @@ class Explainer:
         run: _Run,
     ) -> dict[str, str]:
         """Ask, validate, ground; one retry (with the reasons) after an invalid answer or
-        a dropped claim. The claims kept from both answers are the explanation."""
+        a dropped claim. The claims kept from both answers are the explanation.
+
+        ``schema_for`` (constrained flow) gives the answer's schema for the candidates
+        still open: the retry's schema holds only those not yet explained, so the model
+        writes (and the server generates) nothing that would be thrown away."""
         kept: dict[str, str] = {}
         note: str | None = None
         invalid = False
         for attempt in range(2):
             full = prompt + (retry_note(note) if note else "")
+            open_candidates = [c for c in chosen if c.artifact not in kept]
+            schema = schema_for(open_candidates) if schema_for is not None else None
             try:
                 text = self._call(full, schema, budget, run, seed=attempt)
             except LLMError as exc:

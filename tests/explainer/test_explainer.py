@@ -274,6 +274,10 @@ def test_dropped_claim_is_recorded_and_retried(
     retry = backend.calls[1].prompt
     assert retry.startswith(backend.calls[0].prompt)  # the cached prefix is unchanged
     assert "artificial_smoothness: names neither its region and statistic" in retry
+    # the retry's schema asks only for what is not yet explained
+    first_keys = set(backend.calls[0].schema["properties"])  # type: ignore[index]
+    retry_keys = set(backend.calls[1].schema["properties"])  # type: ignore[index]
+    assert retry_keys == first_keys - {"frequency_domain_signatures"}
 
 
 def test_issue_answer_for_a_real_verdict_is_dropped(

@@ -11,17 +11,16 @@ from pydantic import BaseModel, Field
 from common.db.models import Image, Job, JobStage, StageStatus
 from common.detector.config import LABELS, REASON_BAND, REASON_OOD
 from common.queues import STAGES
+from common.vocabulary import LabelName, ReasonText, StatusName, TierName
 
 
 class Verdict(BaseModel):
     label: int = Field(description="0 = REAL, 1 = FAKE (AI-generated)")
-    label_name: Literal["REAL", "FAKE"]
+    label_name: LabelName
     probability: float = Field(description="calibrated probability that the image is AI-generated")
-    tier: Literal["mostly real", "probably real", "probably fake", "mostly fake", "uncertain"] = (
-        Field(
-            description="uncertain: outside the training distribution, or too close to the "
-            "decision threshold to act on; label and probability are still given"
-        )
+    tier: TierName = Field(
+        description="uncertain: outside the training distribution, or too close to the "
+        "decision threshold to act on; label and probability are still given"
     )
     model_id: str
     ood_score: float | None = Field(
@@ -29,9 +28,9 @@ class Verdict(BaseModel):
         description="out-of-distribution score: above 1 the image lies outside what the "
         "detector was trained on; null when the model has no OOD statistics",
     )
-    reason: Literal["outside the training distribution", "close to the decision threshold"] | (
-        None
-    ) = Field(default=None, description="why the tier is uncertain (null otherwise)")
+    reason: ReasonText | None = Field(
+        default=None, description="why the tier is uncertain (null otherwise)"
+    )
 
 
 class StageTiming(BaseModel):
@@ -80,7 +79,7 @@ class ImageInfoOut(BaseModel):
 
 class JobOut(BaseModel):
     id: uuid.UUID
-    status: Literal["queued", "classifying", "classified", "explaining", "done", "failed"]
+    status: StatusName
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
@@ -127,12 +126,12 @@ def job_view(
         reason = job.verdict_reason if job.verdict_reason in (REASON_OOD, REASON_BAND) else None
         verdict = Verdict(
             label=job.label,
-            label_name=LABELS[job.label],  # type: ignore[arg-type]
+            label_name=LABELS[job.label],
             probability=job.probability,
-            tier=job.tier,  # type: ignore[arg-type]
+            tier=job.tier,
             model_id=job.model_id,
             ood_score=job.ood_score,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
         )
     evidence = None
     if job.gradcam_status:
@@ -162,7 +161,7 @@ def job_view(
     image = image if image is not None else job.image
     return JobOut(
         id=job.id,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         created_at=job.created_at,
         updated_at=job.updated_at,
         finished_at=job.finished_at,

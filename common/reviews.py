@@ -14,8 +14,8 @@ from common.db.models import Job, Review
 from common.detector.config import LABELS
 from common.originals import ImageMissingError, read_original
 from common.tenants import get_tenant
+from common.vocabulary import DECISIONS
 
-DECISIONS = ("confirmed", "overturned")
 EXTENSIONS = {
     "JPEG": ".jpg",
     "PNG": ".png",

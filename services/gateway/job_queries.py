@@ -4,9 +4,8 @@ The API's job list (cursor pages), the dashboard's job list (numbered pages, fre
 search) and every by-id lookup of both go through ``select_jobs`` and ``get_job``, so a
 filter or the tenant check is written once.
 
-The filter values' names come from their single sources (``JobStatus.ALL``,
-``ALL_TIERS``, ``LABELS``, ``DECISIONS``); the ``Literal`` aliases below are built from
-them at run time, so the API's validation and its OpenAPI enums follow those tuples.
+The filter values' types are :mod:`common.vocabulary`'s ``Literal`` aliases, built from
+their single sources, so the API's validation and its OpenAPI enums follow those tuples.
 """
 
 from __future__ import annotations
@@ -14,32 +13,19 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from common.db.models import Job, JobStatus, Review
-from common.detector.config import ALL_TIERS, LABELS
-from common.reviews import DECISIONS
-
-UNREVIEWED = "unreviewed"
-#: The review filter: a job with no review yet, or one with this decision.
-REVIEW_STATES = (UNREVIEWED, *DECISIONS)
-
-if TYPE_CHECKING:
-    # mypy cannot read a Literal built from a tuple; to it these are plain strings.
-    StatusName = str
-    LabelName = str
-    TierName = str
-    ReviewState = str
-else:
-    # Literal[("a", "b")] is Literal["a", "b"]: FastAPI validates against the tuple's
-    # values and documents them as the parameter's enum.
-    StatusName = Literal[JobStatus.ALL]
-    LabelName = Literal[LABELS]
-    TierName = Literal[ALL_TIERS]
-    ReviewState = Literal[REVIEW_STATES]
+from common.db.models import Job, Review
+from common.detector.config import LABELS
+from common.vocabulary import (
+    UNREVIEWED,
+    LabelName,
+    ReviewState,
+    StatusName,
+    TierName,
+)
 
 
 @dataclass(frozen=True)

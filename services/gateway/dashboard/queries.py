@@ -29,7 +29,8 @@ from common.db.models import (
 )
 from common.detector.config import ALL_TIERS, LABELS
 from common.queues import QUEUES, STAGES
-from services.gateway.job_queries import REVIEW_STATES, JobFilter, select_jobs
+from common.vocabulary import REVIEW_STATES
+from services.gateway.job_queries import JobFilter, select_jobs
 
 LABEL_NAMES = LABELS
 TIERS = ALL_TIERS

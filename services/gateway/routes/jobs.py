@@ -21,18 +21,11 @@ from common.db.models import Job, JobStatus
 from common.db.session import session_factory
 from common.jobview import JobOut, job_view
 from common.tenants import Principal
+from common.vocabulary import LabelName, ReviewState, StatusName, TierName
 from services.gateway.deps import CallerDep, PrincipalDep, SessionDep, StateDep, rate_limit
 from services.gateway.edge import NoNul, refuse_nul
 from services.gateway.intake import IntakeError, JobIntake, JobOptions, Submission
-from services.gateway.job_queries import (
-    JobFilter,
-    LabelName,
-    ReviewState,
-    StatusName,
-    TierName,
-    get_job,
-    select_jobs,
-)
+from services.gateway.job_queries import JobFilter, get_job, select_jobs
 from services.gateway.media import blob_response, original_response
 from services.gateway.state import GatewayState
 

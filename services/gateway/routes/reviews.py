@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
@@ -13,6 +13,7 @@ from sqlalchemy import select
 from common.db.models import Job, Review
 from common.detector.config import LABELS
 from common.reviews import ReviewError, record_review, true_label
+from common.vocabulary import Decision, LabelName
 from services.gateway.dashboard.auth import reviewer_name
 from services.gateway.deps import PrincipalDep, SessionDep
 from services.gateway.edge import NoNul
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["reviews"])
 
 
 class ReviewIn(BaseModel):
-    decision: Literal["confirmed", "overturned"] = Field(
+    decision: Decision = Field(
         description="confirmed: the verdict is right; overturned: it is wrong"
     )
     note: Annotated[str, NoNul] | None = Field(default=None, max_length=2000)
@@ -30,10 +31,10 @@ class ReviewIn(BaseModel):
 
 class ReviewOut(BaseModel):
     job_id: uuid.UUID
-    decision: Literal["confirmed", "overturned"]
+    decision: Decision
     note: str | None
     reviewer: str = Field(description="the API key's name and its tenant")
-    true_label: Literal["REAL", "FAKE"] | None = Field(
+    true_label: LabelName | None = Field(
         description="the label the review establishes (the verdict, or its opposite)"
     )
     created_at: datetime
@@ -47,10 +48,10 @@ def _out(review: Review, job: Job) -> ReviewOut:
         label = None
     return ReviewOut(
         job_id=review.job_id,
-        decision=review.decision,  # type: ignore[arg-type]
+        decision=review.decision,
         note=review.note,
         reviewer=review.reviewer,
-        true_label=label,  # type: ignore[arg-type]
+        true_label=label,
         created_at=review.created_at,
         updated_at=review.updated_at,
     )

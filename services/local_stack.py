@@ -10,6 +10,7 @@ included, at whatever point of the start it comes; a Postgres that already ran o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,7 +62,15 @@ def _ignore_interrupts() -> None:
 
 
 def _stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM each process, wait up to ``timeout`` in all, then kill what is left, their
+    descendants included: a worker killed mid-shutdown would otherwise leave its pool
+    children running, holding database connections that slow Postgres' own stop."""
+    import psutil
+
+    descendants: list[psutil.Process] = []
     for process in processes:
+        with contextlib.suppress(psutil.Error):
+            descendants += psutil.Process(process.pid).children(recursive=True)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -71,6 +80,10 @@ def _stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 2
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    _, alive = psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
+    for leftover in alive:
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
 
 
 def _start_backing(env: dict[str, str], stoppers: list[Callable[[], None]]) -> None:

@@ -56,6 +56,10 @@ TRANSIENT_ATTEMPTS = 3
 BACKOFF_BASE_SECONDS = 0.5
 #: Below this much budget left, no new call is started.
 MIN_CALL_SECONDS = 0.5
+#: Output tokens one constrained claim may need: its key, the fixed prefix (region and
+#: measurement) and at most MAX_WORDS words; a longer answer fails validation anyway, so
+#: the cap only stops a model that rambles from using the whole time budget.
+TOKENS_PER_CLAIM = 160
 
 
 @dataclass
@@ -307,7 +311,9 @@ class Explainer:
             open_candidates = [c for c in chosen if c.artifact not in kept]
             schema = schema_for(open_candidates) if schema_for is not None else None
             try:
-                text = self._call(full, schema, budget, run, seed=attempt)
+                text = self._call(
+                    full, schema, budget, run, seed=attempt, claims=len(open_candidates)
+                )
             except LLMError as exc:
                 if not kept:
                     raise
@@ -343,9 +349,19 @@ class Explainer:
         raise Ungrounded(f"every claim dropped, last: {note}")
 
     def _call(
-        self, prompt: str, schema: dict[str, Any] | None, budget: Budget, run: _Run, seed: int
+        self,
+        prompt: str,
+        schema: dict[str, Any] | None,
+        budget: Budget,
+        run: _Run,
+        seed: int,
+        claims: int | None = None,
     ) -> str:
-        """One completion, retried with backoff on transient failures, within the budget."""
+        """One completion, retried with backoff on transient failures, within the budget.
+        ``claims``: how many claims the answer may hold, to cap its length."""
+        max_tokens = self.settings.llm_max_tokens
+        if claims is not None:
+            max_tokens = min(max_tokens, TOKENS_PER_CLAIM * max(1, claims) + 32)
         assert self.backend is not None
         delay = BACKOFF_BASE_SECONDS
         for attempt in range(TRANSIENT_ATTEMPTS):
@@ -358,7 +374,7 @@ class Explainer:
                 completion = self.backend.complete(
                     prompt,
                     schema=schema,
-                    max_tokens=self.settings.llm_max_tokens,
+                    max_tokens=max_tokens,
                     timeout=timeout,
                     seed=seed,
                 )

@@ -19,7 +19,7 @@ from services.explainer.backend import (
     SchemaUnsupported,
 )
 from services.explainer.breaker import CircuitBreaker
-from services.explainer.explainer import Explainer
+from services.explainer.explainer import TOKENS_PER_CLAIM, Explainer
 from services.explainer.inputs import VerdictInput
 from services.explainer.prompt import PROMPT_VERSION
 from tests.explainer.conftest import GROUNDED
@@ -42,6 +42,7 @@ class Call:
     schema: dict[str, Any] | None
     timeout: float
     seed: int
+    max_tokens: int = 0
 
 
 @dataclass
@@ -63,7 +64,7 @@ class ScriptedBackend:
         timeout: float,
         seed: int = 0,
     ) -> Completion:
-        self.calls.append(Call(prompt, schema, timeout, seed))
+        self.calls.append(Call(prompt, schema, timeout, seed, max_tokens))
         if self.clock:
             self.clock.now += min(self.seconds_per_call, timeout)
         item = self.script.pop(0) if self.script else LLMUnavailable("script exhausted")
@@ -278,6 +279,11 @@ def test_dropped_claim_is_recorded_and_retried(
     first_keys = set(backend.calls[0].schema["properties"])  # type: ignore[index]
     retry_keys = set(backend.calls[1].schema["properties"])  # type: ignore[index]
     assert retry_keys == first_keys - {"frequency_domain_signatures"}
+    # each answer's length is capped by the claims it may hold (a rambling model cannot
+    # spend the whole budget); llm_max_tokens stays the upper bound
+    assert [c.max_tokens for c in backend.calls] == [
+        min(1024, TOKENS_PER_CLAIM * len(keys) + 32) for keys in (first_keys, retry_keys)
+    ]
 
 
 def test_issue_answer_for_a_real_verdict_is_dropped(

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from common.detector.checkpoint import load_checkpoint
@@ -25,7 +24,7 @@ from common.detector.metrics import (
     selective_metrics,
 )
 from common.detector.model import Detector, count_parameters
-from common.detector.preprocess import load_image, normalize
+from common.detector.preprocess import image_size, load_image, normalize
 
 REPORT_KEYS = (
     "accuracy",
@@ -96,12 +95,6 @@ def ood_scores(model: Detector, images: torch.Tensor, batch_size: int = 256) -> 
     return out
 
 
-def _size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
-    with Image.open(path) as image:
-        return image.size
-
-
 def single_image_latency_ms(model: Detector, images: torch.Tensor, repeats: int = 50) -> float:
     """Median wall time of one image through preprocessing-free inference (batch of 1)."""
     engine = DetectorEngine(model)
@@ -152,7 +145,7 @@ def evaluate(
         ) as bar:
             images, labels = preload(samples, model.config.preprocessing, progress=bar.update)
         config = model.config
-        temperatures = torch.tensor([config.temperature_for(*_size(s.path)) for s in samples])
+        temperatures = torch.tensor([config.temperature_for(*image_size(s.path)) for s in samples])
         probs = probabilities(model, images, temperatures=temperatures)
         scores = ood_scores(model, images)
         latency = single_image_latency_ms(model, images)

@@ -49,7 +49,7 @@ def jpeg_recompress(quality: int) -> Transform:
     return apply
 
 
-def _rescale(factor: float) -> Transform:
+def rescale(factor: float) -> Transform:
     def apply(image: Image.Image) -> Image.Image:
         size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
         return image.resize(size, Image.Resampling.BICUBIC)
@@ -74,8 +74,8 @@ STRESS: dict[str, Transform] = {
     "jpeg_q75": jpeg_recompress(75),
     "jpeg_q50": jpeg_recompress(50),
     "blur_sigma1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
-    "downscale_0.5": _rescale(0.5),
-    "upscale_2x_bicubic": _rescale(2.0),
+    "downscale_0.5": rescale(0.5),
+    "upscale_2x_bicubic": rescale(2.0),
     "crop_50pct": _centre_crop(0.5),
     "grayscale": lambda image: image.convert("L").convert("RGB"),
 }

@@ -41,6 +41,7 @@ from common.detector.calibration import fit_temperature
 from common.detector.checkpoint import CONFIG_FILE, load_checkpoint, read_config
 from common.detector.config import Calibration, DetectorConfig, OodConfig
 from common.detector.dataset import scan, stratified_split
+from common.detector.generalisation import jpeg_recompress, rescale
 from common.detector.inference import DetectorEngine
 from common.detector.metrics import roc_auc
 from common.detector.model import CheckpointError
@@ -54,30 +55,11 @@ SYNTHETIC_SEED = 1
 Shift = Callable[[Image.Image], Image.Image]
 
 
-def _jpeg(quality: int) -> Shift:
-    def apply(image: Image.Image) -> Image.Image:
-        import io
-
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-    return apply
-
-
-def _rescale(factor: float) -> Shift:
-    def apply(image: Image.Image) -> Image.Image:
-        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-        return image.resize(size, Image.Resampling.BICUBIC)
-
-    return apply
-
-
 #: What an upload goes through on a platform; the temperature is fitted on these too.
 SHIFTS: dict[str, Shift] = {
-    "jpeg_q75": _jpeg(75),
+    "jpeg_q75": jpeg_recompress(75),
     "blur_sigma1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
-    "downscale_0.5": _rescale(0.5),
+    "downscale_0.5": rescale(0.5),
 }
 
 

@@ -26,6 +26,13 @@ def load_image(path: Path) -> Image.Image:
     return decode_rgb(path.read_bytes())
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels (the
+    orientation may be swapped: callers use the shorter side)."""
+    with Image.open(path) as image:
+        return image.size
+
+
 def to_uint8_tensor(image: Image.Image, pre: Preprocessing) -> torch.Tensor:
     """RGB PIL image → uint8 CHW tensor at the model's input size."""
     size = pre.input_size

@@ -26,20 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from common.detector.calibration import expected_calibration_error, fit_temperature
 from common.detector.dataset import DatasetError, scan, stratified_split
 from common.detector.inference import DetectorEngine
+from common.detector.preprocess import image_size
 from common.images import decode_rgb
 
 log = logging.getLogger(__name__)
 Labelled = list[tuple[Path, int]]
-
-
-def _size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return image.size
 
 
 def thumbnail_splits(data: Sequence[Path], limit: int, seed: int = 0) -> tuple[Labelled, Labelled]:
@@ -68,7 +63,7 @@ def thumbnail_splits(data: Sequence[Path], limit: int, seed: int = 0) -> tuple[L
 def _logits(engine: DetectorEngine, samples: Labelled) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of the samples the detector judges from a thumbnail."""
     config = engine.config
-    kept = [(p, y) for p, y in samples if config.judged_from_thumbnail(*_size(p))]
+    kept = [(p, y) for p, y in samples if config.judged_from_thumbnail(*image_size(p))]
     if not kept:
         return torch.zeros((0, 2)), torch.zeros(0, dtype=torch.long)
     logits = torch.cat([engine.image_logits(decode_rgb(Path(p).read_bytes())) for p, _ in kept])

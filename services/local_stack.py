@@ -45,12 +45,18 @@ def ensure_dev_key(database_url: str) -> str:
     return DEV_KEY
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (a service manager, `timeout`) stops the stack like Ctrl-C does."""
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a service manager, `timeout`) stop the stack.
+
+    SIGINT's handler is set explicitly: a process started by a shell as a background job
+    (`make run &`, a CI runner's `cmd &`) inherits SIGINT *ignored*, and Python then
+    never raises KeyboardInterrupt; nor would its children, until Celery installs its
+    handlers. The stack's Ctrl-C must not depend on how it was started."""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)
 
 
@@ -106,7 +112,7 @@ def _start_backing(env: dict[str, str], stoppers: list[Callable[[], None]]) -> N
 def run_local_stack(host: str, port: int) -> None:
     from common.db.migrate import upgrade
 
-    _stop_on_sigterm()
+    _stop_on_signals()
     env = dict(os.environ)
     stoppers: list[Callable[[], None]] = []
     processes: list[subprocess.Popen[bytes]] = []

@@ -38,12 +38,23 @@ class Stack:
     """``aigi run`` in ``folder`` (its state under ``folder/var``), in its own session as
     a terminal's foreground job would be."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, sigint_ignored: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIGI_")}
         self.log = folder / "run.log"
+        command = [sys.executable, "-m", "services.cli.main", "run", "--port", str(free_port())]
+        if sigint_ignored:
+            # As a shell starts a background job (`make run &`): SIGINT ignored, which
+            # survives exec and which Python then leaves ignored.
+            command = [
+                sys.executable,
+                "-c",
+                "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+                *command[1:],
+            ]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", "run", "--port", str(free_port())],
+                command,
                 cwd=folder,
                 env={**env, "OMP_NUM_THREADS": "1", "AIGI_ENVIRONMENT": "development"},
                 stdout=log,
@@ -108,3 +119,14 @@ def test_interrupting_the_local_stack_leaves_no_process(tmp_path: Path) -> None:
     stack.stop(signal.SIGINT)
     assert [pid for pid in [*children, postmaster] if _alive(pid)] == []
     assert "left running" not in stack.log.read_text(errors="replace")
+
+
+def test_ctrl_c_stops_the_stack_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A background job inherits SIGINT ignored; the stack still stops on it, itself
+    (not because a worker happened to exit first)."""
+    stack = Stack(tmp_path, sigint_ignored=True)
+    children = stack.wait_running()
+    stack.stop(signal.SIGINT)
+    assert [pid for pid in children if _alive(pid)] == []
+    log = stack.log.read_text(errors="replace")
+    assert "stopping..." in log and "a service exited" not in log, log

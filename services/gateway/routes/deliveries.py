@@ -14,7 +14,7 @@ from sqlalchemy import select
 from common.db.models import DeliveryStatus, WebhookDelivery
 from common.queues import DELIVER_WEBHOOK, NOTIFY
 from services.gateway.deps import PrincipalDep, SessionDep, StateDep
-from services.gateway.routes.jobs import _ERRORS, ErrorOut, _load_job
+from services.gateway.routes.jobs import ERROR_RESPONSES, ErrorOut, job_or_404
 
 log = logging.getLogger("aigi.gateway")
 
@@ -67,13 +67,13 @@ def _out(delivery: WebhookDelivery) -> DeliveryOut:
 @router.get(
     "/{job_id}/deliveries",
     response_model=list[DeliveryOut],
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Webhook deliveries of a job, with every attempt",
 )
 def read_deliveries(
     job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> list[DeliveryOut]:
-    job = _load_job(session, principal, job_id)
+    job = job_or_404(session, principal, job_id)
     rows = session.scalars(
         select(WebhookDelivery)
         .where(WebhookDelivery.job_id == job.id)
@@ -86,7 +86,10 @@ def read_deliveries(
     "/{job_id}/deliveries/{delivery_id}/resend",
     response_model=DeliveryOut,
     status_code=202,
-    responses={409: {"model": ErrorOut, "description": "the delivery is not failed"}, **_ERRORS},
+    responses={
+        409: {"model": ErrorOut, "description": "the delivery is not failed"},
+        **ERROR_RESPONSES,
+    },
     summary="Re-send a failed delivery (409 for a pending or succeeded one)",
 )
 def resend_delivery(
@@ -96,7 +99,7 @@ def resend_delivery(
     state: StateDep,
     principal: PrincipalDep,
 ) -> DeliveryOut:
-    job = _load_job(session, principal, job_id)
+    job = job_or_404(session, principal, job_id)
     delivery = session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.job_id != job.id:
         raise HTTPException(404, f"delivery {delivery_id} not found")

@@ -79,7 +79,7 @@ _CREATE_BODY = {
         },
     }
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut},
     408: {"model": ErrorOut, "description": "the request body stalled"},
     404: {"model": ErrorOut},
@@ -157,7 +157,7 @@ async def _parse_submission(request: Request, limit: int) -> tuple[Submission, J
     )
 
 
-def _load_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
+def job_or_404(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
     """The caller's job, or 404 (another tenant's job answers as if it did not exist)."""
     job = get_job(session, principal.tenant_id, job_id)
     if job is None:
@@ -167,7 +167,7 @@ def _load_job(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
 
 def _snapshot(state: GatewayState, principal: Principal, job_id: uuid.UUID) -> JobOut:
     with session_factory(state.settings.database_url)() as session:
-        return job_view(_load_job(session, principal, job_id), state.settings.public_base_url)
+        return job_view(job_or_404(session, principal, job_id), state.settings.public_base_url)
 
 
 async def _wait_for_verdict(
@@ -199,7 +199,10 @@ def _job_response(view: JobOut) -> JSONResponse:
     "",
     status_code=202,
     response_model=JobOut,
-    responses={200: {"model": JobOut, "description": "verdict known (with ?wait)"}, **_ERRORS},
+    responses={
+        200: {"model": JobOut, "description": "verdict known (with ?wait)"},
+        **ERROR_RESPONSES,
+    },
     openapi_extra=_CREATE_BODY,
     summary="Submit an image (upload or URL)",
 )
@@ -238,7 +241,7 @@ async def create_job(
     return _job_response(view)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="Read a job")
+@router.get("/{job_id}", response_model=JobOut, responses=ERROR_RESPONSES, summary="Read a job")
 async def read_job(
     job_id: uuid.UUID, state: StateDep, principal: PrincipalDep, wait: WaitQuery = 0
 ) -> JobOut:
@@ -261,7 +264,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise HTTPException(422, "invalid cursor; use next_cursor from the previous page") from exc
 
 
-@router.get("", response_model=JobPage, responses=_ERRORS, summary="List jobs")
+@router.get("", response_model=JobPage, responses=ERROR_RESPONSES, summary="List jobs")
 def read_jobs(
     session: SessionDep,
     state: StateDep,
@@ -297,7 +300,7 @@ def read_jobs(
     return JobPage(items=items, next_cursor=next_cursor)
 
 
-_PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **_ERRORS}
+_PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **ERROR_RESPONSES}
 
 
 @router.get(
@@ -306,7 +309,7 @@ _PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **_ERRO
 def read_heatmap(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
-    return blob_response(state, _load_job(session, principal, job_id).heatmap_key, "heatmap")
+    return blob_response(state, job_or_404(session, principal, job_id).heatmap_key, "heatmap")
 
 
 @router.get(
@@ -318,16 +321,16 @@ def read_heatmap(
 def read_overlay(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
-    return blob_response(state, _load_job(session, principal, job_id).overlay_key, "overlay")
+    return blob_response(state, job_or_404(session, principal, job_id).overlay_key, "overlay")
 
 
 @router.get(
     "/{job_id}/image",
     response_class=Response,
-    responses={200: {"content": {"image/*": {}}}, **_ERRORS},
+    responses={200: {"content": {"image/*": {}}}, **ERROR_RESPONSES},
     summary="The submitted image",
 )
 def read_image(
     job_id: uuid.UUID, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> Response:
-    return original_response(session, state, _load_job(session, principal, job_id))
+    return original_response(session, state, job_or_404(session, principal, job_id))

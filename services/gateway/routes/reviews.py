@@ -17,7 +17,7 @@ from common.vocabulary import Decision, LabelName
 from services.gateway.dashboard.auth import reviewer_name
 from services.gateway.deps import PrincipalDep, SessionDep
 from services.gateway.edge import NoNul
-from services.gateway.routes.jobs import _ERRORS, ErrorOut, _load_job
+from services.gateway.routes.jobs import ERROR_RESPONSES, ErrorOut, job_or_404
 
 router = APIRouter(prefix="/v1/jobs", tags=["reviews"])
 
@@ -60,14 +60,17 @@ def _out(review: Review, job: Job) -> ReviewOut:
 @router.put(
     "/{job_id}/review",
     response_model=ReviewOut,
-    responses={409: {"model": ErrorOut, "description": "the job has no verdict yet"}, **_ERRORS},
+    responses={
+        409: {"model": ErrorOut, "description": "the job has no verdict yet"},
+        **ERROR_RESPONSES,
+    },
     summary="Confirm or overturn the verdict of a job",
 )
 def put_review(
     job_id: uuid.UUID, body: ReviewIn, session: SessionDep, principal: PrincipalDep
 ) -> ReviewOut:
     """Creates the job's review or replaces it (one review per job; the latest wins)."""
-    job = _load_job(session, principal, job_id)
+    job = job_or_404(session, principal, job_id)
     note = body.note.strip() if body.note else None
     try:
         review = record_review(session, job, body.decision, reviewer_name(principal), note or None)
@@ -82,11 +85,11 @@ def put_review(
 @router.get(
     "/{job_id}/review",
     response_model=ReviewOut,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="The review of a job (404 when it has none)",
 )
 def get_review(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> ReviewOut:
-    job = _load_job(session, principal, job_id)
+    job = job_or_404(session, principal, job_id)
     review = session.scalar(select(Review).where(Review.job_id == job.id))
     if review is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no review")

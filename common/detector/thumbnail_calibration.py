@@ -27,14 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.detector.calibration import expected_calibration_error, fit_temperature
+from common.detector.calibration import fit_temperature
+from common.detector.config import tier_for
 from common.detector.dataset import DatasetError, scan, stratified_split
 from common.detector.inference import DetectorEngine
+from common.detector.metrics import selective_metrics
 from common.detector.preprocess import image_size
 from common.images import decode_rgb
 
 log = logging.getLogger(__name__)
 Labelled = list[tuple[Path, int]]
+Thresholds = tuple[float, float, float]
 
 
 def thumbnail_splits(data: Sequence[Path], limit: int, seed: int = 0) -> tuple[Labelled, Labelled]:
@@ -70,17 +73,20 @@ def _logits(engine: DetectorEngine, samples: Labelled) -> tuple[torch.Tensor, to
     return logits, torch.tensor([y for _, y in kept], dtype=torch.long)
 
 
-def _calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, Any]:
+def _calibration(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float, thresholds: Thresholds
+) -> dict[str, Any]:
+    """NLL, ECE and the share wrong in a "mostly" tier (the checkpoint's tier thresholds)."""
     probs = torch.softmax(logits.double() / temperature, 1)
     nll = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels)
     p_fake = probs[:, 1].numpy()
-    mostly = (p_fake < 0.2) | (p_fake >= 0.8)
-    wrong = (p_fake >= 0.5) != labels.numpy().astype(bool)
+    tiers = [tier_for(float(p), thresholds) for p in p_fake]
+    selective = selective_metrics(labels.numpy(), p_fake, tiers)
     return {
         "temperature": round(temperature, 4),
         "nll": round(float(nll), 4),
-        "ece": round(expected_calibration_error(p_fake, labels.numpy()), 4),
-        "wrong_in_mostly_tier": round(float((wrong & mostly).mean()), 4),
+        "ece": round(selective["ece"], 4),
+        "wrong_in_mostly_tier": round(selective["confidently_wrong"], 4),
     }
 
 
@@ -111,7 +117,8 @@ def fit_thumbnail_temperature(
         "n_held_out": len(held_labels),
     }
     if len(held_labels):
-        info["held_out_before"] = _calibration(held_logits, held_labels, baseline)
-        info["held_out_after"] = _calibration(held_logits, held_labels, temperature)
+        thresholds = config.calibration.tier_thresholds
+        info["held_out_before"] = _calibration(held_logits, held_labels, baseline, thresholds)
+        info["held_out_after"] = _calibration(held_logits, held_labels, temperature, thresholds)
     log.info("thumbnail temperature %.3f: %s", temperature, info)
     return temperature, info

@@ -5,7 +5,8 @@ The recipe the generalisation report measures (see docs/model-card.md):
 * **native-scale crops** of ``crop`` pixels, drawn at random from each image, never a
   resized whole picture, so image size and object scale cannot be the signal;
 * **robustness augmentations on both classes**: random re-scaling (the whole image
-  resampled by 0.75–1.5 before cropping, so resampling traces are no class cue),
+  resampled by 0.75–1.5 with p 0.3 by default, ``rescale_range``/``rescale_p``, before
+  cropping, so resampling traces are no class cue),
   JPEG re-compression (quality 60–95), Gaussian blur, horizontal flips;
 * **class- and source-balanced sampling** (:func:`~common.detector.wild_data.balanced_weights`);
 * **CIFAKE mixed in** as separate batches at its native 32 px, so its domain is not lost;
@@ -66,6 +67,9 @@ class CropTrainOptions:
     input_filter: Literal["none", "npr"] = "none"
     crop: int = 128
     max_crops: int = 8
+    #: Resampling factor range and probability of the whole-image re-scale augmentation.
+    rescale_range: tuple[float, float] = (0.75, 1.5)
+    rescale_p: float = 0.3
     steps: int = 1000
     batch_size: int = 16
     cifake_every: int = 2
@@ -120,15 +124,23 @@ def decode_native(path: Path) -> torch.Tensor:
 class CropSampler:
     """Random augmented native-scale crops of ``size``; see the module docstring."""
 
-    def __init__(self, size: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        size: int,
+        rng: np.random.Generator,
+        rescale_range: tuple[float, float] = (0.75, 1.5),
+        rescale_p: float = 0.3,
+    ) -> None:
         self.size = size
         self.rng = rng
+        self.rescale_range = rescale_range
+        self.rescale_p = rescale_p
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         rng = self.rng
         pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-        if rng.random() < 0.3:
-            factor = float(rng.uniform(0.75, 1.5))
+        if rng.random() < self.rescale_p:
+            factor = float(rng.uniform(*self.rescale_range))
             new = (max(1, round(pil.width * factor)), max(1, round(pil.height * factor)))
             method = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS]
             pil = pil.resize(new, method[int(rng.integers(3))])
@@ -229,7 +241,7 @@ def train_wild(options: CropTrainOptions) -> CropTrainResult:
     )
     base_lrs = [options.lr, options.lr * 5]
     loss_fn = nn.CrossEntropyLoss()
-    sampler = CropSampler(options.crop, rng)
+    sampler = CropSampler(options.crop, rng, options.rescale_range, options.rescale_p)
     best_auc, best_step = -1.0, 0
     history: list[dict[str, Any]] = []
     started = time.perf_counter()

@@ -31,6 +31,10 @@ def train_wild(
     ] = "none",
     crop: Annotated[int, typer.Option(help="native-scale crop side in pixels")] = 128,
     max_crops: Annotated[int, typer.Option(help="crops scored per image at inference")] = 8,
+    rescale: Annotated[
+        str, typer.Option(help="MIN,MAX factor of the whole-image re-scale augmentation")
+    ] = "0.75,1.5",
+    rescale_p: Annotated[float, typer.Option(help="probability of that re-scale")] = 0.3,
     steps: int = 1000,
     batch_size: int = 16,
     cifake_batch: Annotated[int, typer.Option(help="images per CIFAKE batch")] = 64,
@@ -62,6 +66,12 @@ def train_wild(
     unknown = sorted(set(exclude_group or ()) - set(FAKE_GROUPS))
     if unknown:
         fail(f"unknown group(s) {unknown}; choose from {', '.join(FAKE_GROUPS)}")
+    try:
+        low, high = (float(part) for part in rescale.split(","))
+    except ValueError:
+        low = high = -1.0
+    if not 0 < low <= high or not 0 <= rescale_p <= 1:
+        fail(f"--rescale must be MIN,MAX with 0 < MIN <= MAX (got {rescale!r}); --rescale-p 0..1")
     options = CropTrainOptions(
         wild=wild,
         out=out,
@@ -70,6 +80,8 @@ def train_wild(
         input_filter=cast(Any, input_filter),
         crop=crop,
         max_crops=max_crops,
+        rescale_range=(low, high),
+        rescale_p=rescale_p,
         steps=steps,
         batch_size=batch_size,
         cifake_batch=cifake_batch,

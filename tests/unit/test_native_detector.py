@@ -250,3 +250,17 @@ def test_npr_residual_is_zero_where_pixels_repeat_in_2x2_blocks() -> None:
     assert torch.equal(npr_residual(blocky), torch.zeros_like(blocky))
     assert npr_residual(torch.rand(1, 3, 16, 16)).abs().sum() > 0
     assert npr_residual(torch.rand(1, 3, 1, 7)).abs().sum() == 0  # too small to have pairs
+
+
+def test_crop_sampler_rescales_before_cropping_and_keeps_the_crop_size() -> None:
+    from common.detector.crop_training import CropSampler
+
+    # A 2×2 checkerboard: halving it averages every pair, leaving flat grey.
+    board = np.indices((256, 256)).sum(axis=0) % 2 * 255
+    image = torch.from_numpy(np.repeat(board[None], 3, axis=0).astype(np.uint8))
+    untouched = CropSampler(64, np.random.default_rng(0), rescale_p=0.0)
+    halved = CropSampler(64, np.random.default_rng(0), (0.5, 0.5), rescale_p=1.0)
+    crop_a, crop_b = untouched(image), halved(image)
+    assert crop_a.shape == crop_b.shape == (3, 64, 64)
+    assert crop_a.float().std() > 60  # the board is still there (JPEG may soften it)
+    assert crop_b.float().std() < 30  # resampled away before the crop

@@ -8,7 +8,8 @@ The recipe the generalisation report measures (see docs/model-card.md):
   resampled by 0.75–1.5 with p 0.3 by default, ``rescale_range``/``rescale_p``, before
   cropping, so resampling traces are no class cue),
   JPEG re-compression (quality 60–95), Gaussian blur, horizontal flips;
-* **class- and source-balanced sampling** (:func:`~common.detector.wild_data.balanced_weights`);
+* **class- and source-balanced sampling** (:func:`~common.detector.wild_data.balanced_weights`),
+  optionally content-balanced on top (``content_balance``, :mod:`common.detector.content_balance`);
 * **CIFAKE mixed in** as separate batches at its native 32 px, so its domain is not lost;
 * BatchNorm statistics frozen at their ImageNet values: batches of 16 crops on a CPU
   give noisy statistics, and 32-px CIFAKE batches would drag them to another scale;
@@ -70,6 +71,8 @@ class CropTrainOptions:
     #: Resampling factor range and probability of the whole-image re-scale augmentation.
     rescale_range: tuple[float, float] = (0.75, 1.5)
     rescale_p: float = 0.3
+    #: Content-balanced sampling strength (0 off, 1 full): common/detector/content_balance.py.
+    content_balance: float = 0.0
     steps: int = 1000
     batch_size: int = 16
     cifake_every: int = 2
@@ -199,6 +202,36 @@ def load_cifake(
     return images, labels, val
 
 
+def sampling_weights(
+    model: Detector,
+    samples: list[WildSample],
+    images: list[torch.Tensor],
+    options: CropTrainOptions,
+) -> np.ndarray:
+    """Class- and source-balanced weights, content-balanced on top when asked."""
+    weights = balanced_weights(samples)
+    if options.content_balance <= 0:
+        return weights
+    from common.detector.content_balance import (
+        effective_size,
+        pooled_features,
+        propensity_weights,
+        reweighted,
+    )
+
+    labels = np.array([s.label for s in samples])
+    features = pooled_features(model.backbone, images, model.config.preprocessing)
+    content = propensity_weights(features, labels, options.content_balance, seed=options.seed)
+    weights = reweighted(weights, content, labels)
+    log.info(
+        "content-balanced sampling (power %.2f): effective images REAL %.0f, FAKE %.0f",
+        options.content_balance,
+        effective_size(weights[labels == 0]),
+        effective_size(weights[labels == 1]),
+    )
+    return weights
+
+
 def train_wild(options: CropTrainOptions) -> CropTrainResult:
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
@@ -215,7 +248,6 @@ def train_wild(options: CropTrainOptions) -> CropTrainResult:
     train_images = [decode_native(s.path) for s in train_s]
     val_images = [decode_native(s.path) for s in val_s]
     val_y = np.array([s.label for s in val_s])
-    weights = balanced_weights(train_s)
     cifake_x = cifake_y = None
     if options.cifake is not None:
         cifake_x, cifake_y, _ = load_cifake(options.cifake, options.cifake_max, options.seed)
@@ -232,6 +264,7 @@ def train_wild(options: CropTrainOptions) -> CropTrainResult:
         assert isinstance(model.backbone, EfficientNetLiteBackbone)
         load_imagenet_weights(model.backbone, options.variant)
     pre = config.preprocessing
+    weights = sampling_weights(model, train_s, train_images, options)
     head_params = list(model.head.parameters())
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in model.parameters() if id(p) not in head_ids]

@@ -35,6 +35,9 @@ def train_wild(
         str, typer.Option(help="MIN,MAX factor of the whole-image re-scale augmentation")
     ] = "0.75,1.5",
     rescale_p: Annotated[float, typer.Option(help="probability of that re-scale")] = 0.3,
+    content_balance: Annotated[
+        float, typer.Option(help="content-balanced sampling strength, 0 (off) to 1")
+    ] = 0.0,
     steps: int = 1000,
     batch_size: int = 16,
     cifake_batch: Annotated[int, typer.Option(help="images per CIFAKE batch")] = 64,
@@ -70,6 +73,8 @@ def train_wild(
         low, high = (float(part) for part in rescale.split(","))
     except ValueError:
         low = high = -1.0
+    if not 0 <= content_balance <= 1:
+        fail(f"--content-balance must be between 0 and 1, not {content_balance}")
     if not 0 < low <= high or not 0 <= rescale_p <= 1:
         fail(f"--rescale must be MIN,MAX with 0 < MIN <= MAX (got {rescale!r}); --rescale-p 0..1")
     options = CropTrainOptions(
@@ -82,6 +87,7 @@ def train_wild(
         max_crops=max_crops,
         rescale_range=(low, high),
         rescale_p=rescale_p,
+        content_balance=content_balance,
         steps=steps,
         batch_size=batch_size,
         cifake_batch=cifake_batch,

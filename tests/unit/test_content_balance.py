@@ -1,0 +1,80 @@
+"""Content-balanced sampling (common/detector/content_balance.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.detector.content_balance import (
+    WEIGHT_CLIP,
+    effective_size,
+    propensity_weights,
+    reweighted,
+)
+
+
+def content_split_features(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half of each class shows content only its class shows; the other half is shared."""
+    rng = np.random.default_rng(seed)
+    n = 80
+    labels = np.repeat([0, 1], n)
+    shared = np.tile(np.arange(n) % 2 == 0, 2)
+    content = np.where(shared, 0.0, np.where(labels == 0, 3.0, -3.0))
+    features = np.column_stack([content, rng.normal(size=(2 * n, 4))])
+    features[:, 0] += rng.normal(scale=0.3, size=2 * n)
+    return features, labels, shared
+
+
+def test_images_whose_content_gives_their_class_away_weigh_less() -> None:
+    features, labels, shared = content_split_features()
+    weights = propensity_weights(features, labels)
+    for label in (0, 1):
+        mine = labels == label
+        assert weights[mine & shared].mean() > 2 * weights[mine & ~shared].mean()
+    assert weights.min() >= WEIGHT_CLIP[0] - 1e-9 and weights.max() <= WEIGHT_CLIP[1] + 1e-9
+
+
+def test_power_softens_and_zero_turns_it_off() -> None:
+    features, labels, _ = content_split_features()
+    full = propensity_weights(features, labels, power=1.0)
+    half = propensity_weights(features, labels, power=0.5)
+    assert np.allclose(half, np.sqrt(full))
+    assert np.array_equal(propensity_weights(features, labels, power=0.0), np.ones(len(labels)))
+
+
+def test_reweighting_keeps_the_classes_equal() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    combined = reweighted(np.full(5, 0.2), np.array([1.0, 0.1, 0.1, 2.0, 0.5]), labels)
+    assert np.isclose(combined[labels == 0].sum(), 0.5)
+    assert np.isclose(combined[labels == 1].sum(), 0.5)
+    assert np.isclose(combined[0] / combined[1], 10.0)
+    assert np.isclose(effective_size(np.ones(7)), 7.0)
+
+
+def test_training_samples_are_content_balanced_on_request(tmp_path: Path) -> None:
+    from common.detector.crop_training import (
+        CropTrainOptions,
+        build_wild_config,
+        decode_native,
+        sampling_weights,
+    )
+    from common.detector.model import Detector
+    from common.detector.wild_data import balanced_weights, read_manifest
+    from tests.unit.test_native_detector import write_wild
+
+    wild = write_wild(tmp_path / "wild", per_class=10)
+    samples = read_manifest(wild)
+    images = [decode_native(s.path) for s in samples]
+    options = CropTrainOptions(wild=wild, out=tmp_path / "run", crop=64, tiny=True)
+    torch.manual_seed(0)
+    model = Detector(build_wild_config(options))
+    off = sampling_weights(model, samples, images, options)
+    assert np.allclose(off, balanced_weights(samples))
+    options.content_balance = 1.0
+    on = sampling_weights(model, samples, images, options)
+    labels = np.array([s.label for s in samples])
+    assert on.shape == off.shape and np.isclose(on.sum(), 1.0)
+    assert np.isclose(on[labels == 1].sum(), 0.5)
+    assert not np.allclose(on, off)

@@ -9,7 +9,8 @@ One JSON and one Markdown table, written beside the weights (the model card link
   (:data:`~common.detector.wild_data.FAKE_GROUPS`) a model trained without the group
   (``aigi train-wild --exclude-group G``, one folder per group under ``--loso-runs``)
   scored on all of that group's images against the real photos of the validation split,
-  which no fold trained on;
+  which no fold trained on; optionally again after a :data:`STRESS` shift of both sides
+  (``--loso-shift web_pipeline``: does an unseen generator survive a web upload pipeline?);
 * **stress**: the shipped model on the wild-train validation split under JPEG, blur,
   resizing and cropping, as a platform's pipeline would alter an upload.
 
@@ -67,6 +68,15 @@ def _centre_crop(fraction: float) -> Transform:
     return apply
 
 
+def _chain(*steps: Transform) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        for step in steps:
+            image = step(image)
+        return image
+
+    return apply
+
+
 #: What a platform's pipeline does to an upload before it reaches us.
 STRESS: dict[str, Transform] = {
     "none": lambda image: image,
@@ -78,6 +88,8 @@ STRESS: dict[str, Transform] = {
     "upscale_2x_bicubic": rescale(2.0),
     "crop_50pct": _centre_crop(0.5),
     "grayscale": lambda image: image.convert("L").convert("RGB"),
+    # A site that shrinks uploads and re-encodes them, then a re-save at high quality.
+    "web_pipeline": _chain(rescale(0.5), jpeg_recompress(80), jpeg_recompress(95)),
 }
 
 
@@ -142,13 +154,15 @@ def wild_dev(engine: DetectorEngine, root: Path) -> dict[str, Any]:
 
 
 def leave_one_source_out(
-    runs: Path, wild_train: Path, val_fraction: float = 0.15, seed: int = 0
+    runs: Path, wild_train: Path, val_fraction: float = 0.15, seed: int = 0, shift: str = "none"
 ) -> dict[str, Any]:
-    """Each fold's model on its held-out group against the validation split's photos."""
+    """Each fold's model on its held-out group against the validation split's photos,
+    both sides first put through ``STRESS[shift]``."""
+    transform = STRESS[shift]
     samples = read_manifest(wild_train)
     _, val = split_by_group(samples, val_fraction, seed)
     reals = [s for s in val if s.label == 0]
-    real_images = _load([s.path for s in reals])
+    real_images = [transform(image) for image in _load([s.path for s in reals])]
     rows: dict[str, Any] = {}
     for group in FAKE_GROUPS:
         folder = Path(runs) / group
@@ -158,18 +172,20 @@ def leave_one_source_out(
         engine = DetectorEngine(load_checkpoint(folder))
         fakes = [s for s in samples if s.group == group]
         real_probs, real_tiers = score(engine, real_images)
-        fake_probs, fake_tiers = score(engine, _load([s.path for s in fakes]))
+        fake_images = [transform(image) for image in _load([s.path for s in fakes])]
+        fake_probs, fake_tiers = score(engine, fake_images)
         labels = np.array([0] * len(reals) + [1] * len(fakes))
         probs = np.concatenate([real_probs, fake_probs])
         rows[group] = summary(labels, probs, real_tiers + fake_tiers)
         rows[group]["held_out_images"] = len(fakes)
         rows[group]["training_steps"] = engine.config.training.get("steps")
-        log.info("leave-one-source-out %s: %s", group, rows[group])
+        log.info("leave-one-source-out %s (%s): %s", group, shift, rows[group])
     aucs = [r["roc_auc"] for r in rows.values() if r.get("roc_auc") is not None]
     return {
         "groups": rows,
         "mean_roc_auc": round(float(np.mean(aucs)), 4) if aucs else None,
         "test_reals": len(reals),
+        "shift": shift,
     }
 
 
@@ -216,10 +232,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         dev = report["wild_dev"]
         lines += ["## wild-dev (evaluation only)", "", *head, row("overall", dev["overall"])]
         lines += [row(k, v) for k, v in dev["per_category"].items()] + [""]
-    if "leave_one_source_out" in report:
-        loso = report["leave_one_source_out"]
+    for key in ("leave_one_source_out", "leave_one_source_out_shifted"):
+        if key not in report:
+            continue
+        loso = report[key]
+        shift = loso.get("shift", "none")
+        after = f", both sides after `{shift}`" if shift != "none" else ""
         lines += [
-            "## Leave one source out",
+            "## Leave one source out" + after,
             "",
             f"Held-out group's images vs {loso['test_reals']} validation photos; mean ROC-AUC "
             f"{loso['mean_roc_auc']}.",
@@ -241,6 +261,7 @@ def generalisation_report(
     wild_train: Path | None = None,
     loso_runs: Path | None = None,
     cifake_limit: int = 4000,
+    loso_shift: str | None = None,
 ) -> dict[str, Any]:
     """Measure what the inputs allow; write ``generalisation.json`` and ``.md`` to ``out``."""
     engine = DetectorEngine(load_checkpoint(model))
@@ -259,6 +280,10 @@ def generalisation_report(
             report["leave_one_source_out"] = leave_one_source_out(
                 loso_runs, wild_train, val_fraction
             )
+            if loso_shift not in (None, "none"):
+                report["leave_one_source_out_shifted"] = leave_one_source_out(
+                    loso_runs, wild_train, val_fraction, shift=loso_shift
+                )
     out.mkdir(parents=True, exist_ok=True)
     (out / "generalisation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "generalisation.md").write_text(to_markdown(report) + "\n")

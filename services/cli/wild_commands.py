@@ -125,19 +125,32 @@ def generalisation(
         Path | None, typer.Option(help="folder with one train-wild checkpoint per left-out group")
     ] = None,
     cifake_limit: int = 4000,
+    loso_shift: Annotated[
+        str | None,
+        typer.Option(help="also score the folds with both sides shifted, e.g. web_pipeline"),
+    ] = None,
 ) -> None:
     """The generalisation report: CIFAKE val, wild-dev, leave-one-source-out, stress."""
     from common.detector.checkpoint import default_checkpoint
     from common.detector.dataset import DatasetError
-    from common.detector.generalisation import generalisation_report
+    from common.detector.generalisation import STRESS, generalisation_report
     from common.detector.model import CheckpointError
 
     logging.getLogger("common.detector").setLevel(logging.INFO)
     _threads()
+    if loso_shift is not None and loso_shift not in STRESS:
+        fail(f"--loso-shift must be one of {', '.join(STRESS)}, not {loso_shift!r}")
     folder = model or default_checkpoint()
     try:
         report = generalisation_report(
-            folder, out or folder, cifake, wild_dev, wild_train, loso_runs, cifake_limit
+            folder,
+            out or folder,
+            cifake,
+            wild_dev,
+            wild_train,
+            loso_runs,
+            cifake_limit,
+            loso_shift,
         )
     except (CheckpointError, DatasetError) as exc:
         fail(str(exc))

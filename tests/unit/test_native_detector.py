@@ -230,15 +230,24 @@ def test_train_wild_and_the_generalisation_report(tmp_path: Path) -> None:
         )
     )
     report = generalisation_report(
-        result.checkpoint, tmp_path / "report", wild_dev_root=wild, wild_train=wild, loso_runs=loso
+        result.checkpoint,
+        tmp_path / "report",
+        wild_dev_root=wild,
+        wild_train=wild,
+        loso_runs=loso,
+        loso_shift="web_pipeline",
     )
     assert set(report["wild_dev"]["per_category"]) == {"people", "city"}
     assert report["leave_one_source_out"]["groups"]["gan-faces"]["n"] > 0
     assert "not trained" in report["leave_one_source_out"]["groups"]["dall-e"]["status"]
+    shifted = report["leave_one_source_out_shifted"]
+    assert shifted["shift"] == "web_pipeline" and shifted["groups"]["gan-faces"]["n"] > 0
     assert set(report["stress"]) >= {"none", "jpeg_q50", "downscale_0.5", "crop_50pct"}
     on_disk = json.loads((tmp_path / "report" / "generalisation.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
-    assert "Leave one source out" in (tmp_path / "report" / "generalisation.md").read_text()
+    markdown = (tmp_path / "report" / "generalisation.md").read_text()
+    assert "Leave one source out" in markdown
+    assert "Leave one source out, both sides after `web_pipeline`" in markdown
 
 
 def test_npr_residual_is_zero_where_pixels_repeat_in_2x2_blocks() -> None:

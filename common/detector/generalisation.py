@@ -11,6 +11,9 @@ One JSON and one Markdown table, written beside the weights (the model card link
   scored on all of that group's images against the real photos of the validation split,
   which no fold trained on; optionally again after a :data:`STRESS` shift of both sides
   (``--loso-shift web_pipeline``: does an unseen generator survive a web upload pipeline?);
+* **content-only baseline** (``--content-baseline``): the same folds scored by a probe on
+  frozen ImageNet features, which sees only what the pictures show
+  (:func:`~common.detector.content_balance.content_probe_loso`);
 * **stress**: the shipped model on the wild-train validation split under JPEG, blur,
   resizing and cropping, as a platform's pipeline would alter an upload.
 
@@ -247,6 +250,23 @@ def to_markdown(report: dict[str, Any]) -> str:
             *head,
         ]
         lines += [row(k, v) for k, v in loso["groups"].items()] + [""]
+    if "content_baseline" in report:
+        base = report["content_baseline"]
+        lines += [
+            "## Content-only baseline on the same folds",
+            "",
+            f"{base['features']}: what the pictures show, nothing of how they were made; "
+            f"mean ROC-AUC {base['mean_roc_auc']}. Read each fold above against it.",
+            "",
+            "| held-out group | n | ROC-AUC |",
+            "|---|---|---|",
+        ]
+        for group, m in base["groups"].items():
+            auc = m.get("roc_auc")
+            lines.append(
+                f"| {group} | {m.get('n', '—')} | {'—' if auc is None else format(auc, '.3f')} |"
+            )
+        lines.append("")
     if "stress" in report:
         lines += ["## Stress (wild-train validation split)", "", *head]
         lines += [row(k, v) for k, v in report["stress"].items()] + [""]
@@ -262,6 +282,7 @@ def generalisation_report(
     loso_runs: Path | None = None,
     cifake_limit: int = 4000,
     loso_shift: str | None = None,
+    content_baseline: bool = False,
 ) -> dict[str, Any]:
     """Measure what the inputs allow; write ``generalisation.json`` and ``.md`` to ``out``."""
     engine = DetectorEngine(load_checkpoint(model))
@@ -284,6 +305,10 @@ def generalisation_report(
                 report["leave_one_source_out_shifted"] = leave_one_source_out(
                     loso_runs, wild_train, val_fraction, shift=loso_shift
                 )
+        if content_baseline:
+            from common.detector.content_balance import content_probe_loso
+
+            report["content_baseline"] = content_probe_loso(wild_train, val_fraction)
     out.mkdir(parents=True, exist_ok=True)
     (out / "generalisation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "generalisation.md").write_text(to_markdown(report) + "\n")

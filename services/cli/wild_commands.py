@@ -129,6 +129,9 @@ def generalisation(
         str | None,
         typer.Option(help="also score the folds with both sides shifted, e.g. web_pipeline"),
     ] = None,
+    content_baseline: Annotated[
+        bool, typer.Option(help="add the content-only probe's table on the same folds")
+    ] = False,
 ) -> None:
     """The generalisation report: CIFAKE val, wild-dev, leave-one-source-out, stress."""
     from common.detector.checkpoint import default_checkpoint
@@ -151,6 +154,7 @@ def generalisation(
             loso_runs,
             cifake_limit,
             loso_shift,
+            content_baseline,
         )
     except (CheckpointError, DatasetError) as exc:
         fail(str(exc))

@@ -78,3 +78,26 @@ def test_training_samples_are_content_balanced_on_request(tmp_path: Path) -> Non
     assert on.shape == off.shape and np.isclose(on.sum(), 1.0)
     assert np.isclose(on[labels == 1].sum(), 0.5)
     assert not np.allclose(on, off)
+
+
+def test_content_probe_scores_every_held_out_group_it_has(tmp_path: Path) -> None:
+    from common.detector.config import EfficientNetBackboneConfig, Preprocessing
+    from common.detector.content_balance import content_probe_loso
+    from common.detector.efficientnet import EfficientNetLiteBackbone
+    from common.detector.generalisation import to_markdown
+    from tests.unit.test_native_detector import write_wild
+
+    wild = write_wild(tmp_path / "wild", per_class=10)
+    torch.manual_seed(0)
+    tiny = EfficientNetLiteBackbone(
+        EfficientNetBackboneConfig(variant="lite0", channel_multiplier=0.25, depth_multiplier=0.25)
+    )
+    pre = Preprocessing(input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3, resize="native-crops")
+    table = content_probe_loso(wild, val_fraction=0.34, backbone=(tiny, pre))
+    scored = {g for g, row in table["groups"].items() if row.get("roc_auc") is not None}
+    assert scored == {"dall-e", "gan-faces", "modern-2024-25"}  # the groups write_wild has
+    assert "no images" in table["groups"]["midjourney-2022"]["status"]
+    assert 0.0 <= table["mean_roc_auc"] <= 1.0
+    markdown = to_markdown({"model_id": "m", "content_baseline": table})
+    assert "## Content-only baseline on the same folds" in markdown
+    assert "| midjourney-2022 | — | — |" in markdown

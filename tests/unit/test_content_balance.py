@@ -82,7 +82,7 @@ def test_training_samples_are_content_balanced_on_request(tmp_path: Path) -> Non
 
 def test_content_probe_scores_every_held_out_group_it_has(tmp_path: Path) -> None:
     from common.detector.config import EfficientNetBackboneConfig, Preprocessing
-    from common.detector.content_balance import content_probe_loso
+    from common.detector.content_baseline import content_probe_scores, content_table
     from common.detector.efficientnet import EfficientNetLiteBackbone
     from common.detector.generalisation import to_markdown
     from tests.unit.test_native_detector import write_wild
@@ -93,7 +93,10 @@ def test_content_probe_scores_every_held_out_group_it_has(tmp_path: Path) -> Non
         EfficientNetBackboneConfig(variant="lite0", channel_multiplier=0.25, depth_multiplier=0.25)
     )
     pre = Preprocessing(input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3, resize="native-crops")
-    table = content_probe_loso(wild, val_fraction=0.34, backbone=(tiny, pre))
+    scores = content_probe_scores(wild, val_fraction=0.34, backbone=(tiny, pre))
+    table = content_table(scores)
+    fold = scores["dall-e"]
+    assert len(fold.paths) == len(fold.labels) == len(fold.probe) and fold.labels.sum() > 0
     scored = {g for g, row in table["groups"].items() if row.get("roc_auc") is not None}
     assert scored == {"dall-e", "gan-faces", "modern-2024-25"}  # the groups write_wild has
     assert "no images" in table["groups"]["midjourney-2022"]["status"]
@@ -101,3 +104,18 @@ def test_content_probe_scores_every_held_out_group_it_has(tmp_path: Path) -> Non
     markdown = to_markdown({"model_id": "m", "content_baseline": table})
     assert "## Content-only baseline on the same folds" in markdown
     assert "| midjourney-2022 | — | — |" in markdown
+
+
+def test_content_matched_auc_counts_pairs_of_similar_content_only() -> None:
+    from common.detector.content_baseline import content_matched_auc
+
+    # Content separates the classes (probe), and a detector that follows it wins the
+    # plain ROC-AUC but not the matched one; inside each stratum it ranks by chance.
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    probe = np.array([0.1, 0.1, 0.4, 0.4, 0.6, 0.6, 0.9, 0.9])
+    follows_content = probe.copy()
+    assert content_matched_auc(labels, follows_content, probe, strata=4) == 0.5
+    # A detector that ranks every fake above the photo beside it.
+    trace = np.array([0.0, 0.0, 0.2, 0.3, 0.2, 0.3, 0.0, 0.0])
+    assert content_matched_auc(labels, trace, probe, strata=4) == 1.0
+    assert content_matched_auc(np.array([0, 0]), np.array([0.1, 0.2]), np.array([0.1, 0.2])) is None

@@ -249,6 +249,17 @@ def test_train_wild_and_the_generalisation_report(tmp_path: Path) -> None:
     assert "Leave one source out" in markdown
     assert "Leave one source out, both sides after `web_pipeline`" in markdown
 
+    # With the content probe's scores, each fold also gets its content-matched ROC-AUC.
+    from common.detector.content_baseline import content_probe_scores
+    from common.detector.generalisation import leave_one_source_out
+
+    tiny = load_checkpoint(result.checkpoint)
+    content = content_probe_scores(
+        wild, val_fraction=0.34, backbone=(tiny.backbone, tiny.config.preprocessing)
+    )
+    matched = leave_one_source_out(loso, wild, 0.34, content=content)["groups"]["gan-faces"]
+    assert 0.0 <= matched["content_matched_roc_auc"] <= 1.0
+
 
 def test_npr_residual_is_zero_where_pixels_repeat_in_2x2_blocks() -> None:
     """An image nearest-upsampled by 2 (a generator's upsampling trace, exaggerated) has no

@@ -20,7 +20,7 @@ both classes show the same things.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ WEIGHT_CLIP = (0.05, 5.0)
 
 
 def pooled_features(
-    backbone: nn.Module, images: Sequence[torch.Tensor], pre: Preprocessing
+    backbone: nn.Module, images: Iterable[torch.Tensor], pre: Preprocessing
 ) -> np.ndarray:
     """The backbone's pooled features of each uint8 CHW image, at its native size."""
     rows = []

@@ -19,7 +19,6 @@ make that visible:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ from common.detector.content_balance import pooled_features
 from common.detector.metrics import classification_metrics
 from common.detector.preprocess import load_image
 from common.detector.wild_data import FAKE_GROUPS, read_manifest, split_by_group
-
-log = logging.getLogger(__name__)
 
 #: Content strata of :func:`content_matched_auc` (quantiles of the probe's score).
 STRATA = 5
@@ -74,10 +71,11 @@ def content_probe_scores(
     network, pre = backbone or imagenet_lite0()
     samples = read_manifest(wild_train)
     train, val = split_by_group(samples, val_fraction, seed)
-    images = [
+    # A generator: one decoded image in memory at a time, not all of wild-train.
+    images = (
         torch.from_numpy(np.asarray(load_image(s.path), dtype=np.uint8).copy()).permute(2, 0, 1)
         for s in samples
-    ]
+    )
     features = pooled_features(network, images, pre)
     row_of = {s.path: i for i, s in enumerate(samples)}
     reals = [s for s in val if s.label == 0]

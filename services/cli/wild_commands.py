@@ -143,6 +143,10 @@ def generalisation(
     _threads()
     if loso_shift is not None and loso_shift not in STRESS:
         fail(f"--loso-shift must be one of {', '.join(STRESS)}, not {loso_shift!r}")
+    if loso_shift is not None and (loso_runs is None or wild_train is None):
+        fail("--loso-shift scores the folds again: give --loso-runs and --wild-train too")
+    if content_baseline and wild_train is None:
+        fail("--content-baseline needs --wild-train (the folds' training and test images)")
     folder = model or default_checkpoint()
     try:
         report = generalisation_report(

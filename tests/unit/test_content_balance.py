@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from common.detector.content_balance import (
@@ -119,3 +120,24 @@ def test_content_matched_auc_counts_pairs_of_similar_content_only() -> None:
     trace = np.array([0.0, 0.0, 0.2, 0.3, 0.2, 0.3, 0.0, 0.0])
     assert content_matched_auc(labels, trace, probe, strata=4) == 1.0
     assert content_matched_auc(np.array([0, 0]), np.array([0.1, 0.2]), np.array([0.1, 0.2])) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train-wild", "W", "--content-balance", "2"], "--content-balance"),
+        (["train-wild", "W", "--rescale", "2,1"], "--rescale"),
+        (["train-wild", "W", "--rescale", "big"], "--rescale"),
+        (["generalisation", "--content-baseline"], "--wild-train"),
+        (["generalisation", "--loso-shift", "web_pipeline"], "--loso-runs"),
+        (["generalisation", "--loso-shift", "sepia"], "web_pipeline"),
+    ],
+)
+def test_wild_options_out_of_range_get_a_clear_error(args: list[str], fragment: str) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output

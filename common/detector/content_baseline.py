@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from common.detector.config import EfficientNetBackboneConfig, Preprocessing
 from common.detector.content_balance import pooled_features
+from common.detector.crop_training import decode_native
 from common.detector.metrics import classification_metrics
-from common.detector.preprocess import load_image
 from common.detector.wild_data import FAKE_GROUPS, read_manifest, split_by_group
 
 #: Content strata of :func:`content_matched_auc` (quantiles of the probe's score).
@@ -72,10 +71,7 @@ def content_probe_scores(
     samples = read_manifest(wild_train)
     train, val = split_by_group(samples, val_fraction, seed)
     # A generator: one decoded image in memory at a time, not all of wild-train.
-    images = (
-        torch.from_numpy(np.asarray(load_image(s.path), dtype=np.uint8).copy()).permute(2, 0, 1)
-        for s in samples
-    )
+    images = (decode_native(s.path) for s in samples)
     features = pooled_features(network, images, pre)
     row_of = {s.path: i for i, s in enumerate(samples)}
     reals = [s for s in val if s.label == 0]
